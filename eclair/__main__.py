@@ -1,0 +1,5 @@
+"""`python -m eclair` runs the eclair command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""mcinspect / mcps: inspect a McKernel dump (processes, memory maps, page tables, kmsg)."""
