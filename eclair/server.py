@@ -419,8 +419,15 @@ class GdbServer:
             self.log(f"interrupt failed: {exc}")
             self._send(b"O" + f"eclair: cannot stop the target: {exc}\n".encode().hex().encode())
             return
-        self._on_stop()
-        self._send(self._stop_reply(SIGINT))
+        try:
+            self._on_stop()
+            reply = self._stop_reply(SIGINT)
+        except McktoolsError as exc:
+            # the target did stop: report it even if re-reading its state failed
+            self.log(f"reading the stopped target failed: {exc}")
+            self.running = False
+            reply = b"S%02x" % SIGINT
+        self._send(reply)
 
     def _cmd_detach(self, args: str) -> bytes:
         self.closed = True

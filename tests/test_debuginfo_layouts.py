@@ -33,6 +33,12 @@ def test_dwarf_version_is_what_we_asked_for(built):
     versions = {line.split()[-1] for line in out.splitlines() if "Version:" in line}
     assert versions and all(v in ("4", "5") for v in versions)
     assert path.name[len("fix-dwarf")] in versions
+    # The fixture must exercise both bitfield encodings and DWARF 5's implicit_const.
+    abbrev = subprocess.run(["readelf", "--debug-dump=abbrev", str(path)], capture_output=True, text=True).stdout
+    if "5" in versions:
+        assert "DW_AT_data_bit_offset" in out and "DW_FORM_implicit_const" in abbrev
+    else:
+        assert "DW_AT_bit_offset" in out and "DW_AT_data_bit_offset" not in out
 
 
 @pytest.mark.parametrize("name", TYPE_NAMES)
@@ -147,13 +153,19 @@ def test_read_static_matches_objcopy(built, tmp_path):
         image.read_static(image.symbol("gh"), 8)  # .bss is not file-backed
 
 
-def test_unknown_type_is_a_debuginfo_error(built):
-    _path, image, _prog = built
+def test_type_names_and_unknown_types(built):
+    _path, image, prog = built
     with pytest.raises(DebugInfoError):
         image.type("struct does_not_exist")
     with pytest.raises(DebugInfoError):
         image.sizeof("struct opaque")
     assert image.type("struct holder *").target is image.type("struct holder")
+    assert image.type("const struct holder *").target is image.type("struct holder")
+    assert image.type("char * *").target.target is image.type("char")
+    assert image.type("struct node [3]").size == 3 * drgn.sizeof(prog.type("struct node"))
+    # C spellings of base types map onto gcc's DWARF names.
+    for spelling in ("unsigned long", "long unsigned int", "unsigned long int", "long", "unsigned"):
+        assert image.sizeof(spelling) == drgn.sizeof(prog.type(spelling)), spelling
 
 
 import drgn  # noqa: E402  (after the skip marker so a missing drgn skips via the support module)

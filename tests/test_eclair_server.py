@@ -360,3 +360,29 @@ def test_live_continue_then_ctrl_c_stops_and_rereads_threads():
     assert d.ask(b"qfThreadInfo") == b"m65"
     # Ctrl-C while stopped does nothing
     assert d.server.on_bytes(b"\x03") == b""
+
+
+def test_interrupt_reports_stop_even_if_refresh_fails():
+    class Failing(LiveFake):
+        def refresh(self):
+            raise McktoolsError("device went away")
+
+    d = Driver(Failing())
+    d.ask_all(b"c")
+    out = d.server.on_bytes(b"\x03")
+    assert [e.payload for e in d.dec.feed(out) if isinstance(e, Packet)] == [b"S02"]
+    assert not d.server.running
+
+
+def test_thread_list_split_over_packets(elf):
+    many = [{"id": 1000 + i, "name": f"t{i}", "registers": {}} for i in range(300)]
+    d = Driver(FakeProvider(spec(elf, threads=many, stop_thread=1000)), packet_size=0x40)
+    ids = []
+    reply = d.ask(b"qfThreadInfo")
+    while reply != b"l":
+        assert reply[:1] == b"m" and len(reply) <= 0x40
+        ids += [int(x, 16) for x in reply[1:].decode().split(",")]
+        reply = d.ask(b"qsThreadInfo")
+    assert ids == [1000 + i for i in range(300)]
+    doc = xfer(d, "threads", "", 0x30)
+    assert [int(t.get("id"), 16) for t in ET.fromstring(doc).findall("thread")] == ids

@@ -42,6 +42,7 @@ class Variable:
     type: Type
 
 
+_QUALIFIERS = frozenset({"const", "volatile", "restrict", "_Atomic"})
 _PATH_TOKEN = re.compile(r"\s*(?:\.?\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(\d+|0x[0-9a-fA-F]+)\s*\])")
 
 
@@ -166,14 +167,12 @@ class Image:
             self._sorted = (keys, kept)
         keys, rows = self._sorted
         i = bisect.bisect_right(keys, addr) - 1
-        while i >= 0:
-            name, value, size, _kind, _bind, _shndx = rows[i]
-            if size == 0 or addr < value + size:
-                return name, addr - value
-            # a sized symbol that ends before addr: an unsized label further back may still cover it
-            if value + size <= addr:
-                return None
-            i -= 1
+        if i < 0:
+            return None
+        name, value, size, _kind, _bind, _shndx = rows[i]
+        # An unsized symbol (assembly label) covers everything up to the next symbol.
+        if size == 0 or addr < value + size:
+            return name, addr - value
         return None
 
     # ------------------------------------------------------------------ memory
@@ -197,7 +196,8 @@ class Image:
         """A type by C name: "struct thread", "union x", "enum x", a typedef or base
         type name; a trailing "*" makes a pointer, "[N]" an array."""
         self._need_dwarf()
-        text = " ".join(name.replace("*", " * ").split())
+        # Qualifiers do not change a layout; "const struct x *" is "struct x *".
+        text = " ".join(w for w in name.replace("*", " * ").split() if w not in _QUALIFIERS)
         m = re.fullmatch(r"(.*?)\s*\[\s*(\d*)\s*\]", text)
         if m:
             return ArrayType(self.type(m.group(1)), int(m.group(2)) if m.group(2) else None)
