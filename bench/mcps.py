@@ -24,7 +24,7 @@ RUNS = 5
 
 
 def cases() -> list:
-    fx = os.path.join(ROOT, "dumps", "fixtures")
+    fx = os.environ.get("MCKTOOLS_FIXTURES") or os.path.join(ROOT, "dumps", "fixtures")
     unpack = os.path.join(ROOT, "dumps", "unpack.py")
     if glob.glob(os.path.join(fx, "*", "*.xz")) and os.path.exists(unpack):
         subprocess.run([sys.executable, unpack], cwd=ROOT, check=False, capture_output=True)

@@ -157,7 +157,7 @@ def close_provider(provider: object) -> None:
               help="OS index for -i.")
 @click.option("--stdio", is_flag=True, help="Serve on stdin/stdout (for 'target remote | eclair --stdio').")
 @click.option("--listen", metavar="[HOST:]PORT", help="Serve one connection on a TCP port (127.0.0.1 by default).")
-@click.option("--gdb", "gdb_path", default="gdb", envvar="ECLAIR_GDB", show_default=True,
+@click.option("--gdb", "gdb_path", default="gdb", envvar="ECLAIR_GDB", show_default=True, metavar="PATH",
               help="gdb to start.")
 @click.option("--log", "log_path", metavar="FILE", help="Write a packet log to FILE.")
 def _cli(dump, kernel, cpu_threads, idle_threads, interactive, os_index, stdio, listen, gdb_path, log_path):

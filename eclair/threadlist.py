@@ -8,12 +8,17 @@ Rules (ABI reference §9 "Thread list"):
 - with -c, or when no thread was found at all, one pseudo-thread per CPU in
   use, id = 1000000 + cpu.
 Extra text follows upstream ("PID 12, running on CPU 3", "CPU 3 idle").
+
+The inputs may be this module's KernelThread/KernelCpu rows or the model's
+ThreadRow/CpuRow (mcktools.model.rows): states are accepted as PS_* bit
+values or names ("PS_RUNNING", "PS_INTERRUPTIBLE|..."), CPU states as CS_*
+values or "CPU_STATUS_*" names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence, Union
 
 from .provider import CPU_TID_BASE, ProviderOptions, ThreadInfo
 
@@ -27,8 +32,14 @@ PS_UNINTERRUPTIBLE = 0x4
 PS_STOPPED = 0x20
 PS_TRACED = 0x40
 
+_PS_BITS = {"PS_RUNNING": PS_RUNNING, "PS_INTERRUPTIBLE": PS_INTERRUPTIBLE,
+            "PS_UNINTERRUPTIBLE": PS_UNINTERRUPTIBLE, "PS_STOPPED": PS_STOPPED,
+            "PS_TRACED": PS_TRACED}
+
 # clv.status values (CS_*), shown by upstream as status << 16
 CPU_STATUS_TEXT = {1: "idle", 2: "running", 3: "reserved"}
+_CPU_STATUS_VALUES = {"CPU_STATUS_DISABLE": 0, "CPU_STATUS_IDLE": 1,
+                      "CPU_STATUS_RUNNING": 2, "CPU_STATUS_RESERVED": 3}
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ class KernelThread:
     tid: int
     pid: int
     cpu: int  # CPU whose run queue holds it
-    status: int  # PS_* bits
+    state: Union[int, str]  # PS_* bits, or the model's "PS_*" name
     comm: str = ""
     current: bool = False  # it is the running thread of its CPU
     idle: bool = False
@@ -46,11 +57,40 @@ class KernelThread:
 
 @dataclass(frozen=True)
 class KernelCpu:
-    cpu: int
-    status: int  # raw clv.status; 0 means the CPU is not in use
+    id: int
+    status: Union[int, str]  # clv.status (CS_*) or "CPU_STATUS_*"; 0 = not in use
 
 
-def thread_state_word(status: int) -> Optional[str]:
+def _ps_value(state: Union[int, str]) -> Optional[int]:
+    if isinstance(state, int):
+        return state
+    bits = 0
+    for part in str(state).split("|"):
+        if part in _PS_BITS:
+            bits |= _PS_BITS[part]
+        else:
+            try:
+                bits |= int(part, 0)
+            except ValueError:
+                return None
+    return bits
+
+
+def _cpu_value(status: Union[int, str]) -> Optional[int]:
+    if isinstance(status, int):
+        return status
+    if status in _CPU_STATUS_VALUES:
+        return _CPU_STATUS_VALUES[status]
+    try:
+        return int(status, 0)
+    except ValueError:
+        return None
+
+
+def thread_state_word(state: Union[int, str]) -> Optional[str]:
+    status = _ps_value(state)
+    if status is None:
+        return None
     if status & PS_RUNNING:
         return "running"
     if status & (PS_INTERRUPTIBLE | PS_UNINTERRUPTIBLE):
@@ -62,42 +102,49 @@ def thread_state_word(status: int) -> Optional[str]:
     return None
 
 
-def thread_text(t: KernelThread) -> str:
+def thread_text(t: Any) -> str:
     """'PID 12, running on CPU 3' (upstream wording), 'idle ' before the
     state for idle threads, the raw status when it is none of the four."""
-    word = thread_state_word(t.status)
+    word = thread_state_word(t.state)
     idle = "idle " if t.idle else ""
     if word is None:
-        return f"PID {t.pid}, {idle}status={t.status:#x} on CPU {t.cpu}"
+        value = _ps_value(t.state)
+        shown = f"{value:#x}" if value is not None else str(t.state)
+        return f"PID {t.pid}, {idle}status={shown} on CPU {t.cpu}"
     return f"PID {t.pid}, {idle}{word} on CPU {t.cpu}"
 
 
-def cpu_text(c: KernelCpu) -> str:
-    word = CPU_STATUS_TEXT.get(c.status)
-    return f"CPU {c.cpu} {word}" if word else f"CPU {c.cpu} status={c.status << 16:#x}"
+def cpu_text(c: Any) -> str:
+    value = _cpu_value(c.status)
+    word = CPU_STATUS_TEXT.get(value) if value is not None else None
+    if word:
+        return f"CPU {c.id} {word}"
+    return f"CPU {c.id} status={value << 16:#x}" if value is not None else f"CPU {c.id} {c.status}"
 
 
-def thread_row(t: KernelThread) -> ThreadInfo:
+def thread_row(t: Any) -> ThreadInfo:
     gid = IDLE_TID_BASE + t.tid if t.idle else t.tid
     name = t.comm or ("idle" if t.idle else "")
     return ThreadInfo(gid, name, thread_text(t), t.cpu if t.current else None)
 
 
-def cpu_row(c: KernelCpu) -> ThreadInfo:
-    return ThreadInfo(CPU_TID_BASE + c.cpu, f"CPU {c.cpu}", cpu_text(c), c.cpu)
+def cpu_row(c: Any) -> ThreadInfo:
+    return ThreadInfo(CPU_TID_BASE + c.id, f"CPU {c.id}", cpu_text(c), c.id)
 
 
 def gdb_threads(
-    runq: Iterable[KernelThread],
-    idle: Iterable[KernelThread],
-    cpus: Iterable[KernelCpu],
+    runq: Iterable[Any],
+    idle: Iterable[Any],
+    cpus: Iterable[Any],
     options: ProviderOptions,
 ) -> List[ThreadInfo]:
+    """runq/idle: KernelThread or model ThreadRow; cpus: KernelCpu or CpuRow.
+    Order within a CPU is kept (run-queue order)."""
     rows = [thread_row(t) for t in sorted(runq, key=lambda t: t.cpu)]
     if options.idle_threads:
         rows += [thread_row(t) for t in sorted(idle, key=lambda t: t.cpu)]
     if options.cpu_threads or not rows:
-        rows += [cpu_row(c) for c in sorted(cpus, key=lambda c: c.cpu) if c.status != 0]
+        rows += [cpu_row(c) for c in sorted(cpus, key=lambda c: c.id) if _cpu_value(c.status) != 0]
     return rows
 
 

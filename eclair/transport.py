@@ -28,9 +28,12 @@ class StdioTransport:
 
     def send(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            written = os.write(self.wfd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self.wfd, view)
+                view = view[written:]
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # gdb went away; the next recv sees the end of the stream
 
     def close(self) -> None:
         pass
@@ -48,7 +51,10 @@ class SocketTransport:
             return b""
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # gdb went away; the next recv sees the end of the stream
 
     def close(self) -> None:
         try:

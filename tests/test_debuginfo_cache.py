@@ -189,20 +189,63 @@ def test_unwritable_cache_dir_just_does_not_cache(image_path, tmp_path, monkeypa
     clear_memory_cache()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def _drop_root():
+    os.setgid(65534)
+    os.setuid(65534)
+
+
 def test_read_only_cache_dir(image_path, tmp_path, monkeypatch):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    monkeypatch.setenv("MCKTOOLS_CACHE_DIR", str(ro))
-    clear_memory_cache()
+    """A cache folder the user cannot write: open works, nothing is written.
+    As root (permissions do not apply) the open runs in a child as `nobody`."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        monkeypatch.setenv("MCKTOOLS_CACHE_DIR", str(ro))
+        clear_memory_cache()
+        try:
+            img = Image.open(image_path)
+            assert img.index_source == "built" and img.cache_path is None
+            assert list(ro.iterdir()) == []
+        finally:
+            ro.chmod(0o700)
+            clear_memory_cache()
+        return
+    import shutil
+    import tempfile
+    # The child runs as nobody, who cannot reach root's own Python install; the
+    # debuginfo package needs only the standard library, so the system Python will do.
+    python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)), None)
+    if python is None:
+        pytest.skip("no system python3 usable by an unprivileged user")
+    public = Path(tempfile.mkdtemp(prefix="mck-ro-"))
     try:
-        img = Image.open(image_path)
-        assert img.index_source == "built" and img.cache_path is None
+        public.chmod(0o755)
+        img = public / "img"
+        shutil.copy(image_path, img)
+        img.chmod(0o644)
+        ro = public / "cache"
+        ro.mkdir()
+        ro.chmod(0o555)
+        code = textwrap.dedent(f"""
+            import os, sys
+            sys.path.insert(0, {str(REPO)!r})
+            from mcktools.debuginfo import Image, STATS
+            assert not os.access({str(ro)!r}, os.W_OK)
+            im = Image.open({str(img)!r})
+            print(im.index_source, im.cache_path, STATS["cache_write_failures"], im.sizeof("struct holder"))
+        """)
+        env = dict(os.environ, MCKTOOLS_CACHE_DIR=str(ro), HOME=str(public), PYTHONDONTWRITEBYTECODE="1")
+        proc = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
+                              preexec_fn=_drop_root, cwd=str(public))
+        assert proc.returncode == 0, proc.stderr
+        source, cpath, failures, size = proc.stdout.split()
+        assert (source, cpath, failures) == ("built", "None", "1")
+        import drgn
+        assert int(size) == drgn.sizeof(drgn_program(img).type("struct holder"))
         assert list(ro.iterdir()) == []
     finally:
-        ro.chmod(0o700)
-        clear_memory_cache()
+        shutil.rmtree(public, ignore_errors=True)
 
 
 def test_read_only_cache_with_an_existing_index_still_hits(image_path, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ Every failure must be a McktoolsError (one line for the user), never a crash."""
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path

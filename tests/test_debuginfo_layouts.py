@@ -169,3 +169,23 @@ def test_type_names_and_unknown_types(built):
 
 
 import drgn  # noqa: E402  (after the skip marker so a missing drgn skips via the support module)
+
+
+def test_drgn_bridge_reads_initialised_data(built):
+    _path, image, _prog = built
+    prog = image.drgn_program()
+    for seg in image.segments:
+        if seg.filesz:
+            prog.add_memory_segment(seg.vaddr, seg.filesz,
+                                    lambda addr, count, offset, physical: image.read_static(addr, count))
+    assert prog["shared_counter"].value_() == 7  # the C initialiser in b.c
+    assert [prog["local_array"][i].value_() for i in range(3)] == [1, 2, 3]
+
+
+def test_drgn_bridge_without_drgn(built, monkeypatch):
+    import sys
+
+    _path, image, _prog = built
+    monkeypatch.setitem(sys.modules, "drgn", None)
+    with pytest.raises(DebugInfoError):
+        image.drgn_program()

@@ -16,14 +16,14 @@ from eclair.regsets import panic_registers, switched_out_registers
 from eclair.threadlist import KernelCpu, KernelThread, choose_stop_thread, gdb_threads
 
 RUNQ = [
-    KernelThread(tid=13, pid=12, cpu=1, status=0x2, comm="worker"),
-    KernelThread(tid=12, pid=12, cpu=0, status=0x1, comm="a.out", current=True),
-    KernelThread(tid=20, pid=20, cpu=1, status=0x20, comm="stopme"),
-    KernelThread(tid=21, pid=20, cpu=1, status=0x40, comm="traced"),
-    KernelThread(tid=22, pid=20, cpu=1, status=0x8, comm="zombie"),
+    KernelThread(tid=13, pid=12, cpu=1, state=0x2, comm="worker"),
+    KernelThread(tid=12, pid=12, cpu=0, state=0x1, comm="a.out", current=True),
+    KernelThread(tid=20, pid=20, cpu=1, state=0x20, comm="stopme"),
+    KernelThread(tid=21, pid=20, cpu=1, state=0x40, comm="traced"),
+    KernelThread(tid=22, pid=20, cpu=1, state=0x8, comm="zombie"),
 ]
-IDLE = [KernelThread(tid=1, pid=1, cpu=1, status=0x2, comm="idle", current=True, idle=True),
-        KernelThread(tid=0, pid=1, cpu=0, status=0x20, comm="idle", idle=True)]
+IDLE = [KernelThread(tid=1, pid=1, cpu=1, state=0x2, comm="idle", current=True, idle=True),
+        KernelThread(tid=0, pid=1, cpu=0, state=0x20, comm="idle", idle=True)]
 CPUS = [KernelCpu(0, 2), KernelCpu(1, 1), KernelCpu(2, 3), KernelCpu(3, 0)]
 
 
@@ -98,3 +98,22 @@ def test_panic_registers_user_mode_drops_placeholders():
 def test_panic_registers_too_short():
     with pytest.raises(ValueError):
         panic_registers(b"\0" * 100)
+
+
+def test_accepts_model_rows_with_state_names():
+    from mcktools.model.rows import CpuRow, ThreadRow
+
+    def row(tid, cpu, state, current=False, idle=False):
+        return ThreadRow(tid=tid, pid=7, ppid=1, cpu=cpu, addr=0, state=state, st="", comm="prog",
+                         idle=idle, current=current)
+
+    runq = [row(8, 1, "PS_INTERRUPTIBLE"), row(7, 0, "PS_RUNNING", current=True), row(9, 1, "0x1000")]
+    cpus = [CpuRow(id=0, status="CPU_STATUS_RUNNING", clv=0, current=0, idle=0),
+            CpuRow(id=1, status="CPU_STATUS_DISABLE", clv=0, current=0, idle=0)]
+    rows = gdb_threads(runq, [], cpus, ProviderOptions(cpu_threads=True))
+    assert [(r.id, r.extra, r.core) for r in rows] == [
+        (7, "PID 7, running on CPU 0", 0),
+        (8, "PID 7, waiting on CPU 1", None),
+        (9, "PID 7, status=0x1000 on CPU 1", None),
+        (1000000, "CPU 0 running", 0),
+    ]

@@ -150,3 +150,72 @@ def test_not_a_core(tmp_path):
     txt.write_bytes(struct.pack("<Q", 42))
     with pytest.raises(FormatError, match="not an ELF"):
         ElfCore.open(txt)
+
+
+# -- writer: checked by readelf and gdb --------------------------------------------
+
+from mcktools.errors import OutputError  # noqa: E402
+from mcktools.formats.elfcore import CoreSegment, write_elfcore  # noqa: E402
+
+
+def _prstatus(pid: int, regs: dict) -> bytes:
+    """struct elf_prstatus for x86_64 (336 bytes): pr_pid at 32, pr_reg (27 u64, user_regs_struct
+    order) at 112 — from <sys/procfs.h>, independent of the code under test."""
+    order = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
+             "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"]
+    buf = bytearray(336)
+    struct.pack_into("<i", buf, 32, pid)
+    struct.pack_into("<27Q", buf, 112, *[regs.get(r, 0) for r in order])
+    return bytes(buf)
+
+
+def test_writer_read_by_readelf_and_gdb(tmp_path):
+    rng = random.Random(11)
+    text = rng.randbytes(0x4000)
+    direct = rng.randbytes(0x1000)
+    path = tmp_path / "w.core"
+    calls = []
+
+    def reader(data):
+        def r(off, n):
+            calls.append(n)
+            return data[off:off + n]
+        return r
+    regs = {"rip": 0xFFFFFFFF81234567, "rsp": 0xFFFF888000123450, "rax": 0x1111}
+    write_elfcore(path, [CoreSegment(0xFFFFFFFF80000000, 0x1000000, len(text), reader(text)),
+                         CoreSegment(0xFFFF888000000000, 0, 0x3000, reader(direct), filesz=0x1000)],
+                  [("CORE", 1, _prstatus(42, regs))])
+    segs = [s for s in readelf_segments(path) if s[0] == "LOAD"]
+    assert [(s[2], s[3], s[4], s[5]) for s in segs] == [(0xFFFFFFFF80000000, 0x1000000, 0x4000, 0x4000),
+                                                          (0xFFFF888000000000, 0, 0x1000, 0x3000)]
+    assert _phoff_of(path) == 64                       # /proc/vmcore layout (makedumpfile needs it)
+    assert readelf_notes(path) == [("CORE", 336, "NT_PRSTATUS")]
+    out = run("gdb", "-nx", "-batch", "-c", str(path), "-ex", "info registers rip rsp rax",
+              "-ex", "x/4xb 0xffffffff80000010")
+    assert re.search(r"rip\s+0xffffffff81234567", out) and re.search(r"rsp\s+0xffff888000123450", out)
+    assert re.search(r"rax\s+0x1111", out)
+    want = " ".join(f"0x{b:02x}" for b in text[0x10:0x14])
+    assert re.search(r"0xffffffff80000010:\s+" + re.escape(want).replace(r"\ ", r"\s+"), out), out
+    with ElfCore.open(path) as c:
+        assert c.read_segment(c.segments[0], 0, 0x4000) == text
+        assert c.segments[1].filtered
+    with pytest.raises(OutputError, match="already exists"):
+        write_elfcore(path, [], [])
+
+
+def _phoff_of(path) -> int:
+    return int(re.search(r"Start of program headers:\s+(\d+)", run("readelf", "-h", str(path))).group(1))
+
+
+def test_writer_extended_program_header_count(tmp_path):
+    n = 70000
+    path = tmp_path / "many.core"
+    write_elfcore(path, [CoreSegment(0x1000 * i, 0x1000 * i, 8, lambda o, k, i=i: struct.pack("<Q", i))
+                         for i in range(n)], [("CORE", 1, bytes(336))])
+    head = run("readelf", "-hW", str(path))
+    assert re.search(rf"Number of program headers:\s+65535 \({n + 1}\)", head), head
+    loads = [s for s in readelf_segments(path) if s[0] == "LOAD"]
+    assert len(loads) == n and loads[-1][3] == 0x1000 * (n - 1)
+    with ElfCore.open(path) as c:
+        assert len(c.segments) == n
+        assert c.read_segment(c.segments[-1], 0, 8) == struct.pack("<Q", n - 1)

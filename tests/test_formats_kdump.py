@@ -1,11 +1,12 @@
 """kdump-compressed and flattened readers against Debian's makedumpfile.
 
-makedumpfile only accepts Linux vmcores, so the test writes a small "Linux-like"
-ELF vmcore by hand: random memory with known zero pages, a VMCOREINFO note with
-the few symbols makedumpfile insists on (init_uts_ns with a utsname whose release
-matches OSRELEASE, init_top_pgt with a 4-level page table mapping it, a FLATMEM
-mem_map and the struct page offsets it checks for).  The ground truth for every
-read is the random memory the test generated.
+makedumpfile only accepts Linux vmcores: it wants program headers right after
+the ELF header, a VMCOREINFO note, a utsname it can reach through the kernel
+page tables (init_uts_ns, init_top_pgt) and a memory model (FLATMEM mem_map plus
+the struct page offsets it checks for).  `linuxify_core` turns any ELF core with
+physical PT_LOADs (e.g. QEMU dump-guest-memory) into such a vmcore by rewriting
+two scratch pages; everything else is byte-for-byte the original memory, which
+is the ground truth for every read below.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import pytest
 
 from mcktools.errors import ExcludedAddress, FormatError, McktoolsError, UnreadableAddress
+from mcktools.formats.elfcore import ElfCore
 from mcktools.formats.flattened import rearrange_flattened
 from mcktools.formats.kdump import KdumpFile
 from mcktools.memory.sources import detect_format, open_source
@@ -26,20 +28,79 @@ from mcktools.memory.sources.kdump import KdumpSource
 pytestmark = pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="needs makedumpfile")
 
 PAGE = 4096
+LARGE = 2 << 20
 MEM_SIZE = 0x800000
 HOLE = (0xA0000, 0x100000)                    # a PC-style hole between two PT_LOADs
 ZERO_PFNS = set(range(0x500, 0x510)) | {0x123, 0x7FF}
 USER_PFNS = set(range(0x520, 0x640)) | {0x150}     # anonymous in mem_map; > 256 pages in a row
 TEXT_PFNS = set(range(0x700, 0x710))              # compressible (random pages are stored raw)
 MEM_MAP_PA = 0x400000                              # FLATMEM struct page array, 64 bytes per PFN
-KTEXT = 0xFFFFFFFF80000000                    # __START_KERNEL_map, phys_base 0
-DIRECT = 0xFFFF888000000000                   # PT_LOAD p_vaddr base
+SCRATCH_PA = 0x300000                              # two pages linuxify_core may overwrite
+KTEXT = 0xFFFFFFFF80000000                    # __START_KERNEL_map (phys_base 0)
+DIRECT = 0xFFFF888000000000                   # p_vaddr base of the rewritten PT_LOADs
 
 
 def _note(name: str, ntype: int, desc: bytes) -> bytes:
     nb = name.encode() + b"\0"
     pad = lambda b: b + b"\0" * (-len(b) % 4)  # noqa: E731
     return struct.pack("<III", len(nb), len(desc), ntype) + pad(nb) + pad(desc)
+
+
+def linuxify_core(src, dst, scratch_pa: int, *, mem_map_pa: int = None, release: str = "5.10.0") -> dict:
+    """Write `dst`, a vmcore makedumpfile accepts, from the ELF core `src`.
+
+    Pages [scratch_pa, scratch_pa + 2 pages) must lie in a stored PT_LOAD and may
+    be overwritten: page 1 is a self-referencing page table (PML4[511] -> itself
+    as PDPT, PDPT[510] -> itself as PD, PD[1] -> the 2 MiB page holding page 2,
+    PD[2] -> the 2 MiB page holding `mem_map_pa`), page 2 holds init_uts_ns and
+    the mem_map pointer.  Returns {pa: bytes} of what was overwritten so callers
+    can correct their expected memory.  Only makedumpfile's needs are met: dump
+    levels that look at struct page (2, 4, 8, 16) need a real array at mem_map_pa.
+    """
+    assert scratch_pa % PAGE == 0
+    pt, data = scratch_pa, scratch_pa + PAGE
+    mm_pa = data + 0x800 if mem_map_pa is None else mem_map_pa
+    page_pt = bytearray(PAGE)
+    struct.pack_into("<Q", page_pt, 511 * 8, pt | 0x3)
+    struct.pack_into("<Q", page_pt, 510 * 8, pt | 0x3)
+    struct.pack_into("<Q", page_pt, 1 * 8, (data & ~(LARGE - 1)) | 0x83)
+    struct.pack_into("<Q", page_pt, 2 * 8, (mm_pa & ~(LARGE - 1)) | 0x83)
+    va_data = KTEXT + 1 * LARGE + (data & (LARGE - 1))
+    va_mm = KTEXT + 2 * LARGE + (mm_pa & (LARGE - 1))
+    page_data = bytearray(PAGE)
+    uts = b"".join(f.ljust(65, b"\0") for f in (b"Linux", b"node", release.encode(), b"#1", b"x86_64", b"(none)"))
+    page_data[4:4 + len(uts)] = uts                       # init_uts_ns.name sits after an int
+    struct.pack_into("<Q", page_data, 0x400, va_mm)       # the mem_map pointer variable
+    patches = {pt: bytes(page_pt), data: bytes(page_data)}
+    vmcoreinfo = "".join(f"{k}={v}\n" for k, v in [
+        ("OSRELEASE", release), ("PAGESIZE", PAGE), ("SYMBOL(init_uts_ns)", f"{va_data:x}"),
+        ("SYMBOL(init_top_pgt)", f"{KTEXT + pt:x}"), ("NUMBER(phys_base)", 0),
+        ("SYMBOL(mem_map)", f"{va_data + 0x400:x}"), ("SIZE(page)", 64), ("OFFSET(page.flags)", 0),
+        ("OFFSET(page._refcount)", 52), ("OFFSET(page.mapping)", 24), ("OFFSET(page.lru)", 8)]).encode()
+    with ElfCore.open(src) as core:
+        notes = b"".join(_note(n.name, n.type, n.desc) for n in core.notes if n.name != "VMCOREINFO")
+        notes += _note("VMCOREINFO", 0, vmcoreinfo)
+        segs = [s for s in core.segments if s.memsz]
+        nph = 1 + len(segs)
+        note_off = 64 + 56 * nph
+        pos = data_off = (note_off + len(notes) + PAGE - 1) & ~(PAGE - 1)
+        ph = struct.pack("<IIQQQQQQ", 4, 0, note_off, 0, 0, len(notes), len(notes), 0)
+        for s in segs:
+            ph += struct.pack("<IIQQQQQQ", 1, 7, pos, DIRECT + s.paddr, s.paddr, s.filesz, s.memsz, 0)
+            pos += s.filesz
+        eh = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56,
+                                                             nph, 0, 0, 0)
+        with open(dst, "wb") as f:
+            f.write(eh + ph + notes + bytes(data_off - note_off - len(notes)))
+            for s in segs:
+                for off in range(0, s.filesz, 1 << 20):
+                    f.write(core.read_segment(s, off, min(1 << 20, s.filesz - off)))
+            for pa, blob in patches.items():
+                s = next((s for s in segs if s.paddr <= pa and pa + PAGE <= s.paddr + s.filesz), None)
+                assert s is not None, f"scratch page {pa:#x} is not stored in {src}"
+                f.seek(data_off + sum(x.filesz for x in segs[:segs.index(s)]) + pa - s.paddr)
+                f.write(blob)
+    return patches
 
 
 def make_memory() -> bytearray:
@@ -49,58 +110,39 @@ def make_memory() -> bytearray:
     mem[HOLE[0]:HOLE[1]] = bytes(HOLE[1] - HOLE[0])
     for pfn in TEXT_PFNS:
         mem[pfn * PAGE:(pfn + 1) * PAGE] = (f"page {pfn:#x} of some compressible text. " * 200).encode()[:PAGE]
-
-    def put(pa, value):
-        mem[pa:pa + 8] = struct.pack("<Q", value)
-    # Page table: PML4 @0x300000 -> PDPT @0x301000 -> PD @0x302000 with 2 MiB pages
-    # mapping KTEXT+0x200000 -> 0x200000 and KTEXT+0x400000 -> 0x400000.
-    for page in (0x300000, 0x301000, 0x302000):
-        mem[page:page + PAGE] = bytes(PAGE)
-    put(0x300000 + 511 * 8, 0x301000 | 0x3)
-    put(0x301000 + 510 * 8, 0x302000 | 0x3)
-    put(0x302000 + 1 * 8, 0x200000 | 0x83)
-    put(0x302000 + 2 * 8, 0x400000 | 0x83)
-    uts = b"".join(f.ljust(65, b"\0") for f in (b"Linux", b"node", b"5.10.0", b"#1", b"x86_64", b"(none)"))
-    mem[0x200000:0x200004 + len(uts)] = b"\0\0\0\0" + uts        # init_uts_ns.name at +4
-    put(0x201000, KTEXT + MEM_MAP_PA)                             # mem_map pointer
     mem[MEM_MAP_PA:MEM_MAP_PA + 64 * (MEM_SIZE // PAGE)] = bytes(64 * (MEM_SIZE // PAGE))
     for pfn in USER_PFNS:
         # page.mapping (offset 24) with PAGE_MAPPING_ANON (bit 0): an anonymous user page.
-        put(MEM_MAP_PA + 64 * pfn + 24, DIRECT + 0x1000 | 1)
+        struct.pack_into("<Q", mem, MEM_MAP_PA + 64 * pfn + 24, DIRECT + 0x1000 | 1)
     return mem
 
 
-def write_vmcore(path, mem: bytes) -> list[tuple[int, int]]:
-    segs = [(0, HOLE[0]), (HOLE[1], MEM_SIZE)]
-    vmcoreinfo = "".join(f"{k}={v}\n" for k, v in [
-        ("OSRELEASE", "5.10.0"), ("PAGESIZE", PAGE), ("SYMBOL(init_uts_ns)", f"{KTEXT + 0x200000:x}"),
-        ("SYMBOL(init_top_pgt)", f"{KTEXT + 0x300000:x}"), ("NUMBER(phys_base)", 0),
-        ("SYMBOL(mem_map)", f"{KTEXT + 0x201000:x}"), ("SIZE(page)", 64), ("OFFSET(page.flags)", 0),
-        ("OFFSET(page._refcount)", 52), ("OFFSET(page.mapping)", 24), ("OFFSET(page.lru)", 8)]).encode()
-    notes = _note("CORE", 1, bytes(336)) + _note("VMCOREINFO", 0, vmcoreinfo)
-    nph = 1 + len(segs)
-    note_off = 64 + 56 * nph
-    data_off = (note_off + len(notes) + PAGE - 1) & ~(PAGE - 1)
-    ph = struct.pack("<IIQQQQQQ", 4, 0, note_off, 0, 0, len(notes), len(notes), 0)
-    pos = data_off
+def write_plain_core(path, mem: bytes, segs) -> None:
+    """A minimal ELF core (QEMU-like: physical PT_LOADs, program headers not at 64)."""
+    nph = len(segs)
+    phoff = 0x100                                      # deliberately not right after the header
+    data_off = 0x1000
+    ph, pos = b"", data_off
     for start, end in segs:
-        ph += struct.pack("<IIQQQQQQ", 1, 7, pos, DIRECT + start, start, end - start, end - start, 0)
+        ph += struct.pack("<IIQQQQQQ", 1, 0, pos, start, start, end - start, end - start, 0)
         pos += end - start
-    eh = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56,
+    eh = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, phoff, 0, 0, 64, 56,
                                                          nph, 0, 0, 0)
     with open(path, "wb") as f:
-        f.write(eh + ph + notes + bytes(data_off - note_off - len(notes)))
+        f.write(eh + bytes(phoff - 64) + ph + bytes(data_off - phoff - len(ph)))
         for start, end in segs:
             f.write(mem[start:end])
-    return segs
 
 
 @pytest.fixture(scope="module")
 def vmcore(tmp_path_factory):
     d = tmp_path_factory.mktemp("kdump")
     mem = make_memory()
+    segs = [(0, HOLE[0]), (HOLE[1], MEM_SIZE)]
+    write_plain_core(d / "plain.core", mem, segs)
     path = d / "vmcore"
-    segs = write_vmcore(path, mem)
+    for pa, blob in linuxify_core(d / "plain.core", path, SCRATCH_PA, mem_map_pa=MEM_MAP_PA).items():
+        mem[pa:pa + len(blob)] = blob
     return d, path, bytes(mem), segs
 
 

@@ -123,7 +123,7 @@ def _readelf_symbols(path: Path) -> dict[str, tuple[int, str, str]]:
     syms = {}
     for line in out.splitlines():
         f = line.split()
-        if len(f) == 8 and f[0].endswith(":"):
+        if len(f) == 8 and f[0].endswith(":") and f[0][:-1].isdigit():
             syms[f[7]] = (int(f[1], 16), f[3], f[4])
     return syms
 

@@ -165,6 +165,7 @@ def test_bad_input(synth, tmp_path, nm):
     _one_error_line(run(*kd(synth), "vtop", "-p", "999", "400000"), "pid 999")
     _one_error_line(run(*kd(synth), "ps", "-p", "999"), "pid 999")
     _one_error_line(run(*kd(synth), "vtop", "zz"), "not a hexadecimal address")
+    _one_error_line(run(*kd(synth), "vtop", "400000"), "user address")
     _one_error_line(run("-k", synth.img, "-d", str(tmp_path / "missing"), "ps"), "missing")
     _one_error_line(run("ps"), "--kernel")
     from mcktools.formats.mcdump import write_mcdump
@@ -207,3 +208,21 @@ def test_kmsg_missing_is_one_line(synth, tmp_path, nm):
     p = run(*kd(synth, path), "kmsg")
     assert p.returncode == 0 and p.stdout.startswith("kmsg not available: the kmsg ring is Linux memory")
     assert len(p.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize("form", ["struct", "text"])
+def test_kmsg_from_extra_section(synth, tmp_path, nm, form):
+    """An mcdump without the ring's pages but with a `kmsg` section (the whole
+    ihk_kmsg_buf, or plain text) prints the ring in order."""
+    from mcktools.formats.mcdump import write_mcdump
+    from tests.model_synth import KMSG_LEN
+    data = synth.data
+    ring = nm["kmsg_ring"] - MAP_KERNEL_START
+    blob = data[ring:ring + 4096 + KMSG_LEN] if form == "struct" else KMSG_TEXT.encode()
+    path = str(tmp_path / f"sec-{form}.mcdump")
+    write_mcdump(path, [(KBASE, ring, lambda o, n: data[o:o + n]),
+                        (KBASE + ring + 0x2000, len(data) - ring - 0x2000,
+                         lambda o, n: data[ring + 0x2000 + o: ring + 0x2000 + o + n])],
+                 kernel_base=KBASE, extra_sections=[("kmsg", blob)])
+    p = run(*kd(synth, path), "kmsg")
+    assert p.returncode == 0 and p.stdout == KMSG_TEXT

@@ -109,7 +109,8 @@ def test_translations(case):
                 assert r.excluded is False
             n += 1
     assert n > 0
-    assert any(w["size"] == 2 << 20 for rows in m["translations"].values() for w in rows)
+    if m["scenario"] == "multi":      # the kernel's brief puts a 2M mapping there
+        assert any(w["size"] == 2 << 20 for rows in m["translations"].values() for w in rows)
 
 
 def test_kernel_vtop(case):

@@ -401,6 +401,8 @@ def _fake_guest(tmp_path):
 
     class FakeQMP:
         def execute(self, cmd, **kw):
+            if cmd == "query-status":
+                return {"status": "paused" if log and log[-1] == "stop" else "running"}
             log.append(cmd)
             if cmd == "inject-nmi":
                 assert struct.unpack_from("<i", m.mem, nmi)[0] == 0, "nmi_mode must be 0 before the NMI"
@@ -446,7 +448,6 @@ def test_freeze_protocol_with_fake_kernel(tmp_path):
     fr0 = fz.freeze(0, timeout=5)
     assert fr0.chunks == fr0.full_chunks
     fz.release(timeout=5)
-    with pytest.raises(LiveError, match="not frozen"):
-        fz.release(timeout=1)
+    assert fz.release(timeout=1) is False  # idempotent: nothing frozen
     with pytest.raises(LiveError, match="level 4"):
         fz.freeze(4)

@@ -332,6 +332,8 @@ def test_level24_dump_excludes_user_and_keeps_structures(frozen24):
     needed = set()
     for s in man["structures"]:
         pa = va_to_pa(man, s["addr"])
+        if "pa" in s:  # the kernel's own PA must agree with the linear maps of ABI §4
+            assert s["pa"] == pa, s
         needed |= set(range(pa & ~(PAGE - 1), pa + max(s["size"], 1), PAGE))
     missing = needed - dumped
     assert not missing, f"{len(missing)} structure pages missing, e.g. {sorted(missing)[:3]}"

@@ -100,7 +100,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL, "exception"])
+@pytest.mark.parametrize("how", [signal.SIGINT, "double-ctrl-c", signal.SIGTERM, signal.SIGKILL, "exception"])
 def test_no_qemu_or_shm_file_survives(qemu_available, stub_kernel, how):
     action = "raise RuntimeError('boom')" if how == "exception" else "time.sleep(60)"
     code = _CHILD.format(repo=str(REPO), image=str(stub_kernel / "k.elf"), action=action)
@@ -108,7 +108,11 @@ def test_no_qemu_or_shm_file_survives(qemu_available, stub_kernel, how):
     line = py.stdout.readline().split()
     assert line, "child did not boot the stub"
     pid, shm, workdir = int(line[0]), line[1], line[2]
-    if how != "exception":
+    if how == "double-ctrl-c":  # an impatient user: the second ^C lands during the cleanup
+        py.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        py.send_signal(signal.SIGINT)
+    elif how != "exception":
         py.send_signal(how)
     py.wait(timeout=20)
     deadline = time.monotonic() + 10

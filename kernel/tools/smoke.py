@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--freeze", action="store_true")
     ap.add_argument("--level", type=int, default=24)
     ap.add_argument("--img", default=IMG)
+    ap.add_argument("--save", help="directory to store memory.raw and frozen.json while frozen")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="mcksmoke")
     shm = f"/dev/shm/mcksmoke-{os.getpid()}"
@@ -121,6 +122,30 @@ def main() -> int:
             regs = struct.unpack_from("<17Q", mem, locals_pa + f["panic"]["cpu"] * span + 288)
             assert regs[16] == f["panic"]["rip"], "panic_regs do not hold the fault registers"
             print("  panic_regs of the panicked CPU hold the fault rip")
+        if a.save:
+            os.makedirs(a.save, exist_ok=True)
+            with open(os.path.join(a.save, "memory.raw"), "wb") as out:
+                out.write(mem[:])
+            with open(os.path.join(a.save, "frozen.json"), "w") as out:
+                json.dump(f, out)
+        # level-24 bitmap: user pages excluded, kernel structures kept
+        count, _, phy = struct.unpack_from("<IQQ", mem, bp + OFF_COMPLETION + 4)
+        blocks, off = [], phy
+        for _ in range(count):
+            start, n = struct.unpack_from("<QQ", mem, off)
+            blocks.append((start, n, off + 16))
+            off += 16 + 8 * n
+
+        def bit(pa):
+            for start, n, words in blocks:
+                if start <= pa < start + n * 64 * 4096:
+                    i = (pa - start) >> 12
+                    return (struct.unpack_from("<Q", mem, words + 8 * (i // 64))[0] >> (i % 64)) & 1
+            return None
+        user = [t["pa"] for ts in f["translations"].values() for t in ts]
+        kern = [s_["pa"] for s_ in f["structures"]]
+        print(f"  bitmap: user pages kept {sum(bit(p) == 1 for p in user)}/{len(user)}, "
+              f"structures kept {sum(bit(p) == 1 for p in kern)}/{len(kern)}")
         struct.pack_into("<i", mem, nmi_pa, 4)
         wait_for(serial, "MCKTOOLS-RESUMED", 10)
         print("resumed")

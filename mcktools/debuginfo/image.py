@@ -42,6 +42,7 @@ class Variable:
     type: Type
 
 
+_PAYLOAD_KEYS = frozenset({"build_id", "symbols", "has_dwarf", "types", "names", "variables", "enumerators"})
 _QUALIFIERS = frozenset({"const", "volatile", "restrict", "_Atomic"})
 _PATH_TOKEN = re.compile(r"\s*(?:\.?\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(\d+|0x[0-9a-fA-F]+)\s*\])")
 
@@ -95,6 +96,8 @@ class Image:
             else:
                 if cpath is not None:
                     payload = _cache.load(cpath, key)
+                    if payload is not None and not _PAYLOAD_KEYS <= payload.keys():
+                        payload = None  # written by something else: rebuild
                     source = "disk"
                 if payload is not None:
                     STATS["disk_hits"] += 1
@@ -120,6 +123,12 @@ class Image:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def drgn_program(self):
+        """A drgn.Program with this image's debug info (optional dependency)."""
+        from .drgn_support import drgn_program
+
+        return drgn_program(self)
 
     @property
     def cache_hit(self) -> bool:

@@ -15,9 +15,9 @@ import bisect
 import mmap
 import os
 import struct
-import tempfile
 
-from ..errors import FormatError, OutputError
+from ..errors import FormatError
+from .safe_output import atomic_output, check_target
 
 SIGNATURE = b"makedumpfile"
 HEADER_SIZE = 4096            # MAX_SIZE_MDF_HEADER
@@ -134,31 +134,20 @@ def rearrange_flattened(src: "str | os.PathLike[str]", dst: "str | os.PathLike[s
     """Write the dump file a flattened stream describes (like `makedumpfile -R`),
     streaming record by record; returns the size written."""
     src, dst = os.fspath(src), os.fspath(dst)
-    if not overwrite and os.path.lexists(dst):
-        raise OutputError(f"{dst} already exists (refusing to overwrite)")
+    check_target(dst, overwrite)
     with open(src, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise FormatError(f"{src}: empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             records = _scan(mm, src)
-            folder = os.path.dirname(os.path.abspath(dst))
-            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", suffix=".partial", dir=folder)
-            try:
-                size = 0
-                with os.fdopen(fd, "wb") as out:
-                    for offset, length, pos in records:
-                        out.seek(offset)
-                        for k in range(0, length, 1 << 20):
-                            out.write(mm[pos + k:pos + min(length, k + (1 << 20))])
-                        size = max(size, offset + length)
-                    out.truncate(size)
-                os.replace(tmp, dst)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            size = 0
+            with atomic_output(dst, overwrite=overwrite) as out:
+                for offset, length, pos in records:
+                    out.seek(offset)
+                    for k in range(0, length, 1 << 20):
+                        out.write(mm[pos + k:pos + min(length, k + (1 << 20))])
+                    size = max(size, offset + length)
+                out.truncate(size)
     return size
 
 

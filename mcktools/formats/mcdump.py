@@ -12,13 +12,13 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import FormatError, OutputError
 from . import elf64
 from .elf64 import SectionHeader
+from .safe_output import atomic_output, check_target
 
 PHYSCHUNKS = "physchunks"
 PHYSMEM_PREFIX = "physmem"
@@ -261,10 +261,7 @@ def write_mcdump(path: "str | os.PathLike[str]", chunks: Sequence[tuple[int, int
     file is kept unless `overwrite=True` (OutputError otherwise).
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise OutputError(f"{path} is a directory")
-    if not overwrite and os.path.lexists(path):
-        raise OutputError(f"{path} already exists (refusing to overwrite)")
+    check_target(path, overwrite)
     for name, value in (("kernel_base", kernel_base), ("phys_start", phys_start)):
         if not 0 <= value < _U64:
             raise OutputError(f"{name} {value:#x} does not fit in 64 bits")
@@ -327,30 +324,15 @@ def write_mcdump(path: "str | os.PathLike[str]", chunks: Sequence[tuple[int, int
     shdrs += [elf64.build_shdr(s.name_off, s.type, s.flags, s.addr, s.offset, s.size) for s in sections]
     total = shoff + shnum * elf64.SHDR_SIZE
 
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"cannot create a file in {folder}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(ehdr)
-            for s in sections:
-                if s.data is not None:
-                    out.write(s.data)
-                else:
-                    _copy_chunk(out, s)
-            out.write(bytes(shoff - pos))
-            out.write(b"".join(shdrs))
-            out.flush()
-            os.fsync(out.fileno())
-        _publish(tmp, path, overwrite)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with atomic_output(path, overwrite=overwrite) as out:
+        out.write(ehdr)
+        for s in sections:
+            if s.data is not None:
+                out.write(s.data)
+            else:
+                _copy_chunk(out, s)
+        out.write(bytes(shoff - pos))
+        out.write(b"".join(shdrs))
     return total
 
 
@@ -364,29 +346,3 @@ def _copy_chunk(out, s: _Out) -> None:
                               f"expected {n}")
         out.write(data)
         done += n
-
-
-def _publish(tmp: str, path: str, overwrite: bool) -> None:
-    """Move the finished temp file to its name; without `overwrite`, a file that
-    appeared meanwhile is not replaced (link(2) fails on an existing name)."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise OutputError(f"{path} already exists (refusing to overwrite)") from None
-    except OSError:
-        # File systems without hard links: check-then-rename is the best we can do.
-        if os.path.lexists(path):
-            raise OutputError(f"{path} already exists (refusing to overwrite)") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _unlink_quietly(p: str) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass

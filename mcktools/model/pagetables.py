@@ -131,6 +131,9 @@ class Space:
         return self._ranges
 
     def lookup(self, va: int) -> Optional[VtopRow]:
+        if not self.user and va < USER_END:
+            from ..errors import McktoolsError
+            raise McktoolsError(f"{va:#x} is a user address: give -p PID or -t THREAD")
         if self.user and va < USER_END:
             row = vtop_user(self.t, self.proc_row.page_table_pa, va)
         else:

@@ -173,13 +173,19 @@ class Freezer:
                              kernel_base=self.m.kernel_base, manifest=manifest)
         return self.frozen
 
-    def release(self, *, timeout: float = 30.0, restore_bitmap: bool = True) -> None:
-        """DUMP_NMI_CONT: let every CPU return to where it was, then reset the bitmap."""
+    def release(self, *, timeout: float = 30.0, restore_bitmap: bool = True) -> bool:
+        """DUMP_NMI_CONT: let every CPU return to where it was, then reset the bitmap.
+
+        Harmless when nothing is frozen (returns False), like IHK's DUMP_NMI_CONT,
+        which acts only when completion_flag is set: the freeze-safety code in
+        mcktools.live may call it more than once.
+        """
         if self.completion_flag() != COMPLETED:
-            raise LiveError("the kernel is not frozen (completion_flag is not set)")
+            self.frozen = None
+            return False
         self.m.serial.poll()
         mark = len(self.m.serial.lines)
-        if self.pause:
+        if self.pause and self.m.qmp.execute("query-status").get("status") == "paused":
             self.m.qmp.execute("cont")
         self.m.write_i32(self.nmi_mode_pa, NMI_MODE_RESUME)
         self.m.wait_line("MCKTOOLS-RESUMED", timeout=timeout, start=mark)
@@ -187,3 +193,17 @@ class Freezer:
         if restore_bitmap:
             self.m.write_phys(self.m.u64(self.phy_page_pa), self._snapshot)
         self.frozen = None
+        return True
+
+    def release_spec(self) -> dict | None:
+        """The mcktools.live "qemu" release description for this guest (docs/interfaces.md,
+        live section), so a watchdog process can release it if we die; None when the
+        memory file has no path (MachineConfig.keep_memfile is off)."""
+        memfile = self.m.memfile_path
+        if memfile is None:
+            return None
+        spec = {"kind": "qemu", "memfile": memfile, "nmi_mode_pa": self.nmi_mode_pa,
+                "writes": [[self.m.u64(self.phy_page_pa), self._snapshot.hex()]]}
+        if self.pause and self.m.tool_qmp_path:
+            spec["qmp"] = self.m.tool_qmp_path
+        return spec

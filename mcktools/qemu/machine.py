@@ -15,9 +15,11 @@ import mmap
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +66,29 @@ class MachineConfig:
     extra_append: str = ""
     qemu: str = QEMU
     extra_args: list = field(default_factory=list)
+    #: keep the /dev/shm name while the guest runs, so another process (a live
+    #: tool, mcktools.live's release watchdog) can open the memory file by path
+    keep_memfile: bool = False
+    #: a second QMP socket for another process (QEMU serves one client per socket)
+    tool_qmp: bool = False
 
     def append_line(self) -> str:
         line = f"mem={self.mem} scenario={self.scenario} dump_level={self.dump_level}"
         return f"{line} {self.extra_append}".strip()
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _block_signals():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+
+
+def _unblock_signals(previous) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class SerialLog:
@@ -141,6 +162,7 @@ class Machine:
             "-kernel", str(c.image), "-append", c.append_line(),
             "-serial", f"file:{self.workdir / 'serial.log'}",
             "-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off",
+            *(["-qmp", f"unix:{self.tool_qmp_path},server=on,wait=off"] if c.tool_qmp else []),
             "-monitor", "none", "-display", "none",
             *c.extra_args,
         ]
@@ -183,7 +205,22 @@ class Machine:
             time.sleep(0.01)
         self._memfd = os.open(self.shm_path, os.O_RDWR)
         self.mem = mmap.mmap(self._memfd, want, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._unlink_shm()
+        if not self.config.keep_memfile:
+            self._unlink_shm()
+
+    @property
+    def memfile_path(self) -> str | None:
+        """Path of the guest memory file while it has one (only with keep_memfile)."""
+        if self.shm_path and os.path.exists(self.shm_path):
+            return self.shm_path
+        return None
+
+    @property
+    def tool_qmp_path(self) -> str | None:
+        """The spare QMP socket for another process (only with tool_qmp)."""
+        if not self.config.tool_qmp or self.workdir is None:
+            return None
+        return str(self.workdir / "tool-qmp.sock")
 
     def _unlink_shm(self) -> None:
         if self.shm_path:
@@ -202,8 +239,20 @@ class Machine:
             return ""
 
     def close(self) -> None:
-        """Stop QEMU (its whole process group), unmap and remove every file we made."""
+        """Stop QEMU (its whole process group), unmap and remove every file we made.
+
+        SIGINT/SIGTERM/SIGHUP are held back meanwhile (delivered afterwards), so a
+        second Ctrl-C cannot cut the cleanup short and leave a file on /dev/shm.
+        """
+        held = _block_signals()
+        try:
+            self._close()
+        finally:
+            _unblock_signals(held)
+
+    def _close(self) -> None:
         procs.unregister_cleanup(id(self))
+        self._unlink_shm()
         if self.qmp is not None:
             if self.alive():
                 try:
@@ -228,7 +277,6 @@ class Machine:
         if self._memfd is not None:
             os.close(self._memfd)
             self._memfd = None
-        self._unlink_shm()
         if self.serial is not None:
             self.serial.poll()
         if self.workdir is not None:
