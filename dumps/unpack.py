@@ -44,7 +44,7 @@ def unpack_file(xz: Path) -> Path:
 
 def unpack(scenario: str | None = None, root: Path = FIXTURES) -> list[Path]:
     """Unpack every .xz of one scenario (or all); return the unpacked paths."""
-    dirs = [root / scenario] if scenario else sorted(p for p in root.iterdir() if p.is_dir())
+    dirs = [root / scenario] if scenario else sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     done = []
     for d in dirs:
         if not d.is_dir():

@@ -7,7 +7,7 @@
 #define TASK_UNMAPPED_BASE 0x00002aaaaaa00000UL
 
 struct resource_set *default_resource_set;
-static int next_id = 1000;
+static int next_pid = 1000;
 static ihk_spinlock_t hash_lock;
 
 struct user_program { const char *name; const char *start, *end; };
@@ -21,7 +21,9 @@ typedef struct { unsigned char e_ident[16]; uint16_t e_type, e_machine; uint32_t
 	e_shentsize, e_shnum, e_shstrndx; } Elf64_Ehdr;
 typedef struct { uint32_t p_type, p_flags; uint64_t p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align; } Elf64_Phdr;
 
-int alloc_id(void) { return __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED); }
+/* Deterministic ids and placement whatever the SMP timing, so fixtures regenerate alike:
+ * process k gets pid 1000 + 100k, its n-th thread tid pid + n and CPU (k + n) % ncpus. */
+int alloc_id(void) { return __atomic_fetch_add(&next_pid, 100, __ATOMIC_RELAXED); }
 
 void resource_set_init(void)
 {
@@ -185,11 +187,10 @@ static void copy_to_user_pa(struct process_vm *vm, unsigned long va, const void 
 	}
 }
 
-struct thread *create_thread(struct process *proc, int cpu)
+struct thread *create_thread(struct process *proc)
 {
 	/* 32 pages: struct thread at the bottom, kernel stack down from thread + 0x20000. */
 	struct thread *t = ihk_mc_alloc_pages(KERNEL_STACK_NR_PAGES);
-	t->tid = proc->main_thread ? alloc_id() : proc->pid;
 	t->status = PS_RUNNING;
 	t->proc = proc;
 	t->vm = proc->vm;
@@ -205,12 +206,13 @@ struct thread *create_thread(struct process *proc, int cpu)
 	t->ctx.rflags = 0x2;
 	t->ctx.rsp0 = (unsigned long)t + KERNEL_STACK_SIZE;
 	spin_lock(&hash_lock);
+	t->tid = proc->pid + proc->nr_threads;
+	t->cpu_id = ((proc->pid - 1000) / 100 + proc->nr_threads) % num_processors;
 	if (!proc->main_thread) proc->main_thread = t;
 	list_add_tail(&t->siblings_list, &proc->threads_list);
 	proc->nr_threads++;
 	list_add_tail(&t->hash_list, &default_resource_set->thread_hash->list[t->tid % HASH_SIZE]);
 	spin_unlock(&hash_lock);
-	t->cpu_id = cpu;
 	return t;
 }
 
@@ -291,7 +293,7 @@ struct process *create_process(const char *prog_name, const char *const argv[], 
 	list_add_tail(&proc->hash_list, &default_resource_set->process_hash->list[proc->pid % HASH_SIZE]);
 	spin_unlock(&hash_lock);
 
-	struct thread *t = create_thread(proc, pick_cpu());
+	struct thread *t = create_thread(proc);
 	t->uctx->gpr.rip = eh->e_entry;
 	t->uctx->gpr.rsp = sp;
 	runq_add(t, t->cpu_id);

@@ -34,7 +34,8 @@ void scenario_start(void)
 		SPAWN("/usr/bin/worker", "spin", "2");
 	} else if (!strncmp(scenario_name, "panic", 6)) {
 		SPAWN("/usr/bin/spinner", "spin", "2");
-		SPAWN("/usr/bin/sleeper", "sleeper");
+		SPAWN("/opt/app/mapper", "mapper", "--ranges=24");
+		SPAWN("/usr/bin/zombie", "zombie");
 		SPAWN("/usr/bin/panicker", "panic");
 	} else if (!strncmp(scenario_name, "live", 5)) {
 		const char *a0[] = { "/usr/bin/spinner", "spin", ncpu_str(0) };

@@ -4,7 +4,6 @@
 #include "mck.h"
 
 volatile int world_pause_req, world_pause_ack;
-static int next_cpu;
 
 void sched_init_cpu(int cpu)
 {
@@ -33,11 +32,6 @@ void sched_init_cpu(int cpu)
 	v->current = &v->idle;
 	v->status = CPU_STATUS_IDLE;
 	v->resource_set = default_resource_set;
-}
-
-int pick_cpu(void)
-{
-	return __atomic_fetch_add(&next_cpu, 1, __ATOMIC_RELAXED) % num_processors;
 }
 
 void runq_add(struct thread *t, int cpu)

@@ -109,7 +109,7 @@ static long sys_clone(struct x86_user_context *frame, unsigned long flags, unsig
 {
 	struct thread *parent = cur();
 	(void)flags;
-	struct thread *t = create_thread(parent->proc, pick_cpu());
+	struct thread *t = create_thread(parent->proc);
 	memcpy(t->uctx, frame, sizeof(*frame));
 	t->uctx->gpr.rax = 0;
 	t->uctx->gpr.rsp = newsp;

@@ -313,3 +313,19 @@ def test_truncated_and_fuzzed_kdump(vmcore, tmp_path):
         except McktoolsError:
             errors += 1
     assert errors > 30
+
+
+def test_truncated_flattened(vmcore, tmp_path):
+    d, path, mem, segs = vmcore
+    flat = tmp_path / "flat"
+    with open(flat, "wb") as f:
+        makedumpfile("-F", "-c", "-d", "0", path, stdout=f)
+    data = flat.read_bytes()
+    p = tmp_path / "cut"
+    for cut in (20, 4095, 4096, 4100, 4096 + 16 + 10, len(data) // 2, len(data) - 1):
+        p.write_bytes(data[:cut])
+        with pytest.raises(FormatError):
+            open_source(p).close()
+        with pytest.raises(FormatError):
+            rearrange_flattened(p, tmp_path / "never")
+        assert not (tmp_path / "never").exists()

@@ -35,10 +35,28 @@ def run(*args):
     return p
 
 
+def inproc(*args):
+    """mcinspect run in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    from mcinspect.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def inproc_ns(*args):
+    from types import SimpleNamespace
+    t0 = time.monotonic()
+    code, out, err = inproc(*args)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err, elapsed=time.monotonic() - t0)
+
+
 def jrun(folder, dump, *args):
-    p = run("-k", str(folder / "mckernel.img"), "-d", str(folder / dump), *args, "--json")
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    code, out, err = inproc("-k", str(folder / "mckernel.img"), "-d", str(folder / dump), *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
 
 
 @pytest.mark.parametrize("dump", ["level0.mcdump", "level24.mcdump", "vmcore.elf"])
@@ -81,12 +99,12 @@ def test_vtop_matches_manifest(multi, dump):
 def test_kmsg(multi):
     folder, m = multi
     assert jrun(folder, "vmcore.elf", "kmsg")["text"] == m["kmsg"]
-    p = run("-k", str(folder / "mckernel.img"), "-d", str(folder / "level0.mcdump"), "kmsg")
-    assert p.returncode == 0
-    if p.stdout.startswith("kmsg not available"):
-        assert len(p.stdout.splitlines()) == 1 and "Linux memory" in p.stdout
+    code, out, _ = inproc("-k", str(folder / "mckernel.img"), "-d", str(folder / "level0.mcdump"), "kmsg")
+    assert code == 0
+    if out.startswith("kmsg not available"):
+        assert len(out.splitlines()) == 1 and "Linux memory" in out
     else:
-        assert p.stdout.rstrip("\n") == m["kmsg"].rstrip("\n")
+        assert out.rstrip("\n") == m["kmsg"].rstrip("\n")
 
 
 def _one_line(p, text):
@@ -135,7 +153,7 @@ def test_bad_input(multi, tmp_path):
     other = tmp_path / "other.img"
     other.write_bytes(bytes(data))
     _one_line(run("-k", str(other), "-d", str(dump), "ps"), "does not match")
-    _one_line(run("-k", str(img), "-d", str(dump), "mem", "99999"), "99999")
+    _one_line(inproc_ns("-k", str(img), "-d", str(dump), "mem", "99999"), "99999")
     lpob = m["linux_page_offset_base"]
     sched = _drgn_offsetof(img, "struct thread", "sched_list")
     proc_off = _drgn_offsetof(img, "struct thread", "proc")
@@ -146,11 +164,11 @@ def test_bad_input(multi, tmp_path):
     _one_line(run("-k", str(img), "-d", str(cyc), "ps"), "cyclic")
     wild = _patch_dump(dump, tmp_path / "wild.mcdump",
                        {th + proc_off - lpob: struct.pack("<Q", lpob + 0x40000000)})
-    _one_line(run("-k", str(img), "-d", str(wild), "ps"), "cannot be read")
+    _one_line(inproc_ns("-k", str(img), "-d", str(wild), "ps"), "cannot be read")
     left = _drgn_offsetof(img, "struct rb_node", "rb_left")
     vr = next(s for s in m["structures"] if s["kind"] == "vm_range")
     rb = _patch_dump(dump, tmp_path / "rb.mcdump", {vr["pa"] + left: struct.pack("<Q", vr["addr"])})
     # structures list ranges process by process in pid order: the first belongs to the first
     # process that has any
     pid = next(p["pid"] for p in m["processes"] if m["vm_ranges"][str(p["pid"])])
-    _one_line(run("-k", str(img), "-d", str(rb), "mem", str(pid)), "vm_range tree")
+    _one_line(inproc_ns("-k", str(img), "-d", str(rb), "mem", str(pid)), "vm_range tree")

@@ -48,12 +48,26 @@ def run(*args, prog="mcinspect", env=None):
     return p
 
 
+def inproc(*args, prog="mcinspect"):
+    """The CLI in this process (no interpreter start-up), same result shape as `run`."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+    from mcinspect.cli import main, mcps_main
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = (mcps_main if prog == "mcps" else main)(list(args))
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue(),
+                           elapsed=time.monotonic() - t0)
+
+
 def kd(synth, dump=None):
     return ["-k", synth.img, "-d", dump or synth.dump]
 
 
 def test_ps_json(synth):
-    p = run(*kd(synth), "ps", "--json")
+    p = inproc(*kd(synth), "ps", "--json")
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
     users = {r["tid"]: r for r in rows if not r["idle"]}
@@ -67,7 +81,7 @@ def test_ps_json(synth):
 
 
 def test_ps_text_marks_current(synth):
-    p = run(*kd(synth), "ps")
+    p = inproc(*kd(synth), "ps")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].split() == ["TID", "PID", "PPID", "CPU", "THREAD", "ST", "COMM"]
@@ -85,53 +99,53 @@ def test_upstream_spelling_and_mcps(synth):
 
 
 def test_ps_filters(synth):
-    rows = json.loads(run(*kd(synth), "ps", "-p", "101", "--json").stdout)
+    rows = json.loads(inproc(*kd(synth), "ps", "-p", "101", "--json").stdout)
     assert sorted(r["tid"] for r in rows) == sorted(t for t, v in THREADS.items() if v[0] == 101)
-    rows = json.loads(run(*kd(synth), "ps", "--cpu", "1", "--json").stdout)
+    rows = json.loads(inproc(*kd(synth), "ps", "--cpu", "1", "--json").stdout)
     assert {r["cpu"] for r in rows} == {1}
 
 
 def test_mem(synth):
-    p = run(*kd(synth), "mem", "100", "--json")
+    p = inproc(*kd(synth), "mem", "100", "--json")
     assert p.returncode == 0, p.stderr
     ranges = json.loads(p.stdout)[0]["ranges"]
     assert [(r["start"], r["end"], r["flag"], r["label"]) for r in ranges] == \
         [(s, e, vr(f), lab) for s, e, f, _p, lab in VM_RANGES]
-    text = run(*kd(synth), "mem", "102").stdout      # a tid resolves to its process
+    text = inproc(*kd(synth), "mem", "102").stdout      # a tid resolves to its process
     assert "[heap]" in text and "[stack]" in text and "[vdso]" in text and "/bin/app" in text
 
 
 def test_vtop_user_and_kernel(synth, nm):
-    p = run(*kd(synth), "vtop", "-p", "100", "400010", "6abcde", "402000", "--json")
+    p = inproc(*kd(synth), "vtop", "-p", "100", "400010", "6abcde", "402000", "--json")
     assert p.returncode == 0, p.stderr
     tr = json.loads(p.stdout)["translations"]
     assert tr[0]["phys"] == nm["user_page0"] - MAP_KERNEL_START + KBASE + 0x10 and tr[0]["size"] == 4096
     assert tr[1]["phys"] == KBASE + 0xABCDE and tr[1]["size"] == 2 << 20
     assert tr[2]["found"] is False
     # upstream spelling, by thread, and a fixed-map kernel address without -p
-    old = run("--kernel", synth.img, "--dump", synth.dump, "--vtop", "--pid", "100", "--va", "400010")
-    assert old.stdout == run(*kd(synth), "vtop", "-t", "102", "400010").stdout
-    k = json.loads(run(*kd(synth), "vtop", "ffff860000000000", "--json").stdout)["translations"][0]
+    old = inproc("--kernel", synth.img, "--dump", synth.dump, "--vtop", "--pid", "100", "--va", "400010")
+    assert old.stdout == inproc(*kd(synth), "vtop", "-t", "102", "400010").stdout
+    k = json.loads(inproc(*kd(synth), "vtop", "ffff860000000000", "--json").stdout)["translations"][0]
     assert k["phys"] == nm["kmsg_ring"] - MAP_KERNEL_START + KBASE
 
 
 def test_vtop_all_collapses(synth):
-    p = run(*kd(synth), "vtop", "--all")         # kernel: two 2M image pages + two fixed 4K pages
+    p = inproc(*kd(synth), "vtop", "--all")         # kernel: two 2M image pages + two fixed 4K pages
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()[1:]
     assert [l.split()[0] for l in lines] == ["ffff860000000000", "ffff860000001000",
                                             "fffffffffe800000", "fffffffffea00000"]
-    u = run(*kd(synth), "vtop", "--all", "-p", "100", "--json")
+    u = inproc(*kd(synth), "vtop", "--all", "-p", "100", "--json")
     assert [m["virt"] for m in json.loads(u.stdout)["mappings"]] == [0x400000, 0x401000, 0x600000]
 
 
 def test_kmsg(synth):
-    p = run(*kd(synth), "kmsg")
+    p = inproc(*kd(synth), "kmsg")
     assert p.returncode == 0 and p.stdout == KMSG_TEXT
 
 
 def test_info(synth):
-    p = run(*kd(synth), "info", "--json")
+    p = inproc(*kd(synth), "info", "--json")
     info = json.loads(p.stdout)
     assert info["kernel_base"] == KBASE and info["cpus"] == len(CPUS)
     bid = subprocess.run(["readelf", "-n", synth.img], capture_output=True, text=True).stdout
@@ -162,20 +176,20 @@ def test_bad_input(synth, tmp_path, nm):
     _one_error_line(run("-k", other.img, "-d", synth.dump, "ps"), "does not match")
     assert run("-k", other.img, "-d", synth.dump, "--force", "ps").returncode == 0
     _one_error_line(run(*kd(synth), "mem", "999"), "no process with pid 999")
-    _one_error_line(run(*kd(synth), "vtop", "-p", "999", "400000"), "pid 999")
-    _one_error_line(run(*kd(synth), "ps", "-p", "999"), "pid 999")
-    _one_error_line(run(*kd(synth), "vtop", "zz"), "not a hexadecimal address")
-    _one_error_line(run(*kd(synth), "vtop", "400000"), "user address")
-    _one_error_line(run("-k", synth.img, "-d", str(tmp_path / "missing"), "ps"), "missing")
+    _one_error_line(inproc(*kd(synth), "vtop", "-p", "999", "400000"), "pid 999")
+    _one_error_line(inproc(*kd(synth), "ps", "-p", "999"), "pid 999")
+    _one_error_line(inproc(*kd(synth), "vtop", "zz"), "not a hexadecimal address")
+    _one_error_line(inproc(*kd(synth), "vtop", "400000"), "user address")
+    _one_error_line(inproc("-k", synth.img, "-d", str(tmp_path / "missing"), "ps"), "missing")
     _one_error_line(run("ps"), "--kernel")
     from mcktools.formats.mcdump import write_mcdump
     inter = str(tmp_path / "interactive.mcdump")
     write_mcdump(inter, [(KBASE, 4096, lambda o, n: bytes(n))], kernel_base=KBASE, interactive=True)
-    _one_error_line(run("-k", synth.img, "-d", inter, "ps"), "interactive")
+    _one_error_line(inproc("-k", synth.img, "-d", inter, "ps"), "interactive")
     notdump = tmp_path / "notadump"
     notdump.write_bytes(b"hello world" * 10)
-    _one_error_line(run("-k", synth.img, "-d", str(notdump), "ps"), "notadump")
-    _one_error_line(run("-k", str(notdump), "-d", synth.dump, "ps"), "notadump")
+    _one_error_line(inproc("-k", synth.img, "-d", str(notdump), "ps"), "notadump")
+    _one_error_line(inproc("-k", str(notdump), "-d", synth.dump, "ps"), "notadump")
 
 
 def test_corrupt_structures(synth, tmp_path, nm):
@@ -189,11 +203,11 @@ def test_corrupt_structures(synth, tmp_path, nm):
     right = img.offsetof("struct rb_node", "rb_right")
     vr3, vr1 = nm["vr3"] - MAP_KERNEL_START, nm["vr1"] - MAP_KERNEL_START
     rb = _patched_dump(synth, tmp_path, "rb.mcdump", {vr3 + right: struct.pack("<Q", vr1 + KBASE + LPOB)})
-    _one_error_line(run(*kd(synth, rb), "mem", "100"), "vm_range tree")
+    _one_error_line(inproc(*kd(synth, rb), "mem", "100"), "vm_range tree")
     wild = _patched_dump(synth, tmp_path, "wild.mcdump",
                          {nm["th101"] - MAP_KERNEL_START + img.offsetof("struct thread", "proc"):
                           struct.pack("<Q", LPOB + 0x7000000)})
-    _one_error_line(run(*kd(synth, wild), "ps"), "not in the dump")
+    _one_error_line(inproc(*kd(synth, wild), "ps"), "not in the dump")
 
 
 def test_kmsg_missing_is_one_line(synth, tmp_path, nm):
@@ -205,7 +219,7 @@ def test_kmsg_missing_is_one_line(synth, tmp_path, nm):
     write_mcdump(path, [(KBASE, ring, lambda o, n: data[o:o + n]),
                         (KBASE + ring + 0x2000, len(data) - ring - 0x2000,
                          lambda o, n: data[ring + 0x2000 + o: ring + 0x2000 + o + n])], kernel_base=KBASE)
-    p = run(*kd(synth, path), "kmsg")
+    p = inproc(*kd(synth, path), "kmsg")
     assert p.returncode == 0 and p.stdout.startswith("kmsg not available: the kmsg ring is Linux memory")
     assert len(p.stdout.splitlines()) == 1
 
@@ -224,5 +238,5 @@ def test_kmsg_from_extra_section(synth, tmp_path, nm, form):
                         (KBASE + ring + 0x2000, len(data) - ring - 0x2000,
                          lambda o, n: data[ring + 0x2000 + o: ring + 0x2000 + o + n])],
                  kernel_base=KBASE, extra_sections=[("kmsg", blob)])
-    p = run(*kd(synth, path), "kmsg")
+    p = inproc(*kd(synth, path), "kmsg")
     assert p.returncode == 0 and p.stdout == KMSG_TEXT

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from mcktools.errors import CorruptStructure, ExcludedAddress, ImageMismatch, UnreadableAddress
+from mcktools.errors import CorruptStructure, ImageMismatch, UnreadableAddress
 from tests.model_synth import (
     CPUS, KBASE, KMSG_TEXT, LPOB, MAP_KERNEL_START, PROCESSES, PS, THREADS, USER_PAGE0_TEXT,
     VM_RANGES, build, have_toolchain, vr,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -57,3 +58,14 @@ def test_live_file_changes_are_visible(tmp_path):
             f.write(b"guest wrote this")
             f.flush()
         assert src.read(0x1000, 16) == b"guest wrote this"
+
+
+def test_open_source_refuses_non_files(tmp_path):
+    with pytest.raises(FormatError, match="directory"):
+        open_source(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FormatError, match="not a regular file"):
+        open_source(fifo)                  # must not block waiting for a writer
+    with pytest.raises(FileNotFoundError):
+        open_source(tmp_path / "missing")  # OSError: run_cli prints it as one line

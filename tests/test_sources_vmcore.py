@@ -5,7 +5,6 @@ places readelf reports."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil

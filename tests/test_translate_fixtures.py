@@ -54,7 +54,7 @@ def test_kernel_map(dump):
     kmsg_va = kmem.read_u64(syms["kmsg_buf"])
     t = km.translate(kmsg_va)
     assert km.region_name(kmsg_va) == "fixed"
-    assert t.pa != kmsg_va - 0xFFFF860000000000 or t.pa < 0x1000000
+    assert t.pa != kmsg_va - 0xFFFF860000000000       # the linear rule (eclair, crash) is wrong here
     assert not any(c["addr"] <= t.pa < c["addr"] + c["size"] for c in m["chunks"])
     with pytest.raises(UnreadableAddress):
         kmem.read(kmsg_va, 16)          # Linux memory: not in an mcdump

@@ -53,14 +53,13 @@ void sched_init_cpu(int cpu);
 void schedule(void);
 void idle_loop(void) __attribute__((noreturn));
 void runq_add(struct thread *t, int cpu);
-int pick_cpu(void);
 extern struct thread *ihk_mc_switch_context(ihk_mc_kernel_context_t *old, ihk_mc_kernel_context_t *new_ctx, void *prev);
 extern void enter_user_mode(void);
 void timer_tick(struct x86_user_context *frame);
 
 /* proc.c */
 struct process *create_process(const char *prog_name, const char *const argv[], int argc);
-struct thread *create_thread(struct process *proc, int cpu);
+struct thread *create_thread(struct process *proc);
 struct process *find_process(int pid);
 struct thread *find_thread(int tid);
 int alloc_id(void);

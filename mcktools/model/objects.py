@@ -147,7 +147,7 @@ class Object:
             return int.from_bytes(data, "little", signed=t.encoding in ("signed", "signed_char"))
         if isinstance(t, EnumType):
             data = self.prog_.mem.read(self.address_, t.size)
-            signed = any(v < 0 for v in t.enumerators.values())
+            signed = getattr(t, "signed", False) or any(v < 0 for v in t.enumerators.values())
             return int.from_bytes(data, "little", signed=signed)
         raise DebugInfoError(f"{type_name(self.type_)} is not a scalar")
 

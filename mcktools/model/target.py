@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import lru_cache
 from typing import Any, Optional
 
 from ..errors import DebugInfoError, ImageMismatch, McktoolsError, UnreadableAddress

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import CorruptStructure, McktoolsError, UnreadableAddress
 from .cpus import clv, num_cpus, runq_threads

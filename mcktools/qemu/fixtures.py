@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,9 @@ def capture_scenario(spec: ScenarioSpec, image: Path, out_dir: Path, *,
             fz.release()
         log(f"{spec.name}: dumped {len(frozen.full_chunks)} level-0 and {len(frozen.chunks)} level-24 chunks")
     shutil.copyfile(image, out_dir / "mckernel.img")
+    for p in out_dir.iterdir():  # the dump writers create 0600/0400 files; fixtures are for everyone
+        if p.is_file():
+            p.chmod(0o644)
     (out_dir / "manifest.json").write_text(json.dumps(frozen.manifest, indent=1, sort_keys=True) + "\n")
     return frozen.manifest
 
@@ -116,22 +120,43 @@ def make_fixture_set(root: Path = FIXTURES, scenarios=("multi", "panic"), *, ima
     """Regenerate dumps/fixtures/<scenario>/ for each scenario; returns the manifests."""
     if image is None:
         image = build_kernel() if build else DEFAULT_IMAGE
-    manifests = {}
     for name in scenarios:
         if name not in SCENARIOS:
             raise LiveError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
-        out = Path(root) / name
-        for stale in BINARY_FILES:  # a scenario that lost its vmcore must not keep an old one
-            for p in (out / stale, out / (stale + ".xz")):
-                if p.exists():
-                    p.unlink()
-        manifests[name] = capture_scenario(SCENARIOS[name], Path(image), out, log=log)
-        if do_compress:
-            for fname in BINARY_FILES:
-                p = out / fname
-                if p.exists():
-                    compress(p)
-                    log(f"{name}: {fname}.xz {os.path.getsize(str(p) + '.xz')} bytes")
+    if not Path(image).is_file():
+        raise LiveError(f"kernel image {image} does not exist (run make -C kernel)")
+    # One copy of the image serves every scenario, even if kernel/build changes meanwhile.
+    with tempfile.TemporaryDirectory(prefix="mckfix-") as tmp:
+        frozen_image = Path(tmp) / "mckernel.img"
+        shutil.copyfile(image, frozen_image)
+        return _make_all(Path(root), scenarios, frozen_image, do_compress, log)
+
+
+def _make_all(root: Path, scenarios, image: Path, do_compress: bool, log) -> dict[str, dict]:
+    manifests = {}
+    for name in scenarios:
+        # Build the new set beside the old one and swap at the end, so a failed
+        # run leaves the previous fixtures intact.
+        work = root / f".{name}.new"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            manifests[name] = capture_scenario(SCENARIOS[name], image, work, log=log)
+            if do_compress:
+                for fname in BINARY_FILES:
+                    p = work / fname
+                    if p.exists():
+                        compress(p)
+                        log(f"{name}: {fname}.xz {os.path.getsize(str(p) + '.xz')} bytes")
+            out = root / name
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in BINARY_FILES:  # a scenario that lost its vmcore must not keep an old one
+                for p in (out / stale, out / (stale + ".xz")):
+                    if p.exists():
+                        p.unlink()
+            for p in work.iterdir():
+                os.replace(p, out / p.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return manifests
 
 

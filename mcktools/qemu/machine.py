@@ -163,7 +163,7 @@ class Machine:
             "-serial", f"file:{self.workdir / 'serial.log'}",
             "-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off",
             *(["-qmp", f"unix:{self.tool_qmp_path},server=on,wait=off"] if c.tool_qmp else []),
-            "-monitor", "none", "-display", "none",
+            "-monitor", "none", "-display", "none", "-vga", "none",
             *c.extra_args,
         ]
 

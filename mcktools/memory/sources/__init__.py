@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from typing import Optional, Sequence
 
 from ...errors import FormatError
@@ -19,6 +20,12 @@ def detect_format(path: "str | os.PathLike[str]") -> str:
     """"mcdump", "elfcore", "kdump" or "flattened" from the file's first bytes;
     FormatError for anything else."""
     path = os.fspath(path)
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise FormatError(f"{path} is a directory, not a dump file")
+    if not stat.S_ISREG(st.st_mode):
+        # Reading a device or FIFO to sniff a magic could block or disturb it.
+        raise FormatError(f"{path} is not a regular file (for a live node use the /dev/mcosN source)")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:4] == b"\x7fELF":

@@ -38,6 +38,13 @@ class ExtentMap:
                  *, missing: Callable[[int], UnreadableAddress], excluded_error: Callable[[int], ExcludedAddress]):
         self._missing = missing
         self._excluded_error = excluded_error
+        data = list(data)
+        excluded = list(excluded)
+        if not excluded and all(a.end <= b.start for a, b in zip(data, data[1:])):
+            # Already sorted and disjoint (mcdump chunks, raw maps): nothing to resolve.
+            self.extents = [x for x in data if x.end > x.start]
+            self._starts = [x.start for x in self.extents]
+            return
         placed: list[Extent] = []
         covered: list[tuple[int, int]] = []   # sorted, merged
         for ext in data:
