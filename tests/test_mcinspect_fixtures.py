@@ -71,7 +71,7 @@ def test_ps_matches_manifest(multi, dump):
         assert r["current"] == (w["addr"] in current)
 
 
-@pytest.mark.parametrize("dump", ["level0.mcdump", "vmcore.elf"])
+@pytest.mark.parametrize("dump", ["level0.mcdump", "level24.mcdump", "vmcore.elf"])
 def test_mem_matches_manifest(multi, dump):
     folder, m = multi
     for pid, want in m["vm_ranges"].items():
@@ -82,7 +82,7 @@ def test_mem_matches_manifest(multi, dump):
         assert "[stack]" in labels
 
 
-@pytest.mark.parametrize("dump", ["level0.mcdump", "level24.mcdump"])
+@pytest.mark.parametrize("dump", ["level0.mcdump", "level24.mcdump", "vmcore.elf"])
 def test_vtop_matches_manifest(multi, dump):
     folder, m = multi
     chunks = [(c["addr"], c["addr"] + c["size"]) for c in m["chunks"]]

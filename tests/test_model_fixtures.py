@@ -185,3 +185,37 @@ def test_agrees_with_drgn(case):
         assert int(info.obj.cpu_id) == d.cpu_id.value_()
         assert int(info.obj.sched_list.next) == d.sched_list.next.value_()
         assert int(info.obj.ctx.rsp) == d.ctx.rsp.value_()
+    for p in t.processes():
+        d = drgn.Object(prog, "struct process *", p.addr)
+        assert p.pid == d.pid.value_()
+        assert p.ppid == (d.ppid_parent.pid.value_() if d.ppid_parent.value_() else 0)
+        raw = prog.read(d.saved_cmdline.value_(), d.saved_cmdline_len.value_())
+        assert p.argv == [a.decode() for a in raw.split(b"\0")[:-1]]
+        assert p.page_table == d.vm.address_space.page_table.value_()
+
+
+def test_registers(case):
+    """Saved kernel contexts, user frames and panic registers against the manifest."""
+    from mcktools.model.registers import (
+        kernel_context, panic_registers, return_address, user_registers,
+    )
+    t, m, _ = case
+    infos = {i.row.addr: i for i in t.threads()}
+    checked = 0
+    for w in m["threads"]:
+        th = infos[w["addr"]].obj
+        if w["kernel_rsp"] is not None:
+            regs = kernel_context(t, th)
+            assert regs["rsp"] == w["kernel_rsp"] and regs["rax"] is None
+            assert regs["rip"] == m["symbols"]["ihk_mc_switch_context"]
+            assert return_address(t, th) == w["kernel_rip"]
+            checked += 1
+        if w["user_rip"] is not None:
+            u = user_registers(t, th)
+            assert (u["rip"], u["rsp"]) == (w["user_rip"], w["user_rsp"])
+    assert checked > 0
+    # every CPU saved its registers on the dump NMI
+    for c in m["cpus"]:
+        assert panic_registers(t, c["id"]) is not None
+    if m.get("panic"):
+        assert panic_registers(t, m["panic"]["cpu"])["rip"] == m["panic"]["rip"]

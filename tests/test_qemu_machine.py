@@ -121,5 +121,11 @@ def test_no_qemu_or_shm_file_survives(qemu_available, stub_kernel, how):
     assert _dead(pid), f"QEMU {pid} survived {how}"
     assert not os.path.exists(shm)
     assert not glob.glob(f"/dev/shm/mcktools-{py.pid}-*")
-    if how != signal.SIGKILL:  # SIGKILL leaves the small temp folder (serial log, socket) behind
+    if how != signal.SIGKILL:
+        assert not os.path.exists(workdir)
+    else:  # SIGKILL leaves the small temp folder behind; the next Machine sweeps it
+        assert os.path.exists(workdir)
+        from mcktools.qemu.machine import _sweep_stale
+
+        _sweep_stale()
         assert not os.path.exists(workdir)

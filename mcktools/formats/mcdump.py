@@ -36,7 +36,7 @@ _U64 = 1 << 64
 ChunkReader = Callable[[int, int], bytes]
 
 
-@dataclass(frozen=True)
+@dataclass
 class DumpChunk:
     """One physical-memory chunk: `size` bytes at PA `addr`, stored as section
     `physmem<index>` at `file_offset` (`file_size` bytes: equal to `size`

@@ -2,7 +2,8 @@
 
 Modules: target (opening and the image/dump checks), objects (typed access:
 `thread.proc.pid`), lists (bounded list and rb-tree walks), cpus, threads,
-processes, vm, pagetables, kmsg, info, rows (the dataclasses frontends render).
+processes, vm, pagetables, kmsg, registers (thread contexts, panic_regs, user
+frames), info, rows (the dataclasses frontends render).
 """
 
 from .lists import list_for_each, list_for_each_entry, rbtree_for_each_entry, rbtree_inorder

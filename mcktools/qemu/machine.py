@@ -10,6 +10,7 @@ left there even if the harness is SIGKILLed.
 
 from __future__ import annotations
 
+import glob
 import json
 import mmap
 import os
@@ -89,6 +90,33 @@ def _block_signals():
 def _unblock_signals(previous) -> None:
     if previous is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale() -> None:
+    """Remove what a SIGKILLed harness left: its temp folder (serial log, sockets) and,
+    with keep_memfile, its /dev/shm file.  Both names carry the owner's pid."""
+    for pattern in (os.path.join(tempfile.gettempdir(), "mckq-*-*"), "/dev/shm/mcktools-*-*"):
+        for path in glob.glob(pattern):
+            m = re.match(r"(?:mckq|mcktools)-(\d+)-", os.path.basename(path))
+            if not m or _pid_alive(int(m.group(1))):
+                continue
+            try:
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
 
 
 class SerialLog:
@@ -172,7 +200,8 @@ class Machine:
             raise LiveError(f"kernel image {self.config.image} does not exist (run make -C kernel)")
         if shutil.which(self.config.qemu) is None:
             raise LiveError(f"{self.config.qemu} is not installed")
-        self.workdir = Path(tempfile.mkdtemp(prefix="mckq-"))
+        _sweep_stale()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"mckq-{os.getpid()}-"))
         shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else str(self.workdir)
         self.shm_path = os.path.join(shm_dir, f"mcktools-{os.getpid()}-{self.workdir.name}")
         procs.register_cleanup(id(self), self.close)
