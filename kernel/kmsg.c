@@ -78,8 +78,28 @@ static void kmsg_write(const char *s, int n)
 	__atomic_store_n(&kb->lock, 0, __ATOMIC_RELEASE);
 }
 
-/* One kernel message: "[cpu]: text" to the kmsg ring and the serial console. */
-static void kvprintf(int to_serial, const char *fmt, __builtin_va_list ap);
+static void line_printf(struct linebuf *lb, const char *fmt, ...)
+{
+	__builtin_va_list ap;
+	__builtin_va_start(ap, fmt);
+	vformat(line_out, lb, fmt, ap);
+	__builtin_va_end(ap);
+}
+
+/* One kernel message, "[%3d]: " + text with the CPU id (-1 before the per-CPU areas exist),
+ * to the kmsg ring and, unless to_serial is 0, to the serial console. */
+static void kvprintf(int to_serial, const char *fmt, __builtin_va_list ap)
+{
+	struct linebuf lb;
+	lb.n = 0;
+	line_printf(&lb, "[%3d]: ", locals_ready ? this_cpu() : -1);
+	vformat(line_out, &lb, fmt, ap);
+	serial_lock();
+	kmsg_write(lb.buf, lb.n);
+	if (to_serial)
+		for (int i = 0; i < lb.n; i++) serial_putc_locked(lb.buf[i]);
+	serial_unlock();
+}
 
 void kprintf(const char *fmt, ...)
 {
@@ -96,35 +116,6 @@ void kmsg_printf(const char *fmt, ...)
 	__builtin_va_start(ap, fmt);
 	kvprintf(0, fmt, ap);
 	__builtin_va_end(ap);
-}
-
-static void kvprintf(int to_serial, const char *fmt, __builtin_va_list ap)
-{
-	struct linebuf lb;
-	lb.n = 0;
-	int cpu = locals_ready ? this_cpu() : -1;
-	char pre[16];
-	struct linebuf p2; p2.n = 0;
-	/* prefix */
-	{
-		int v = cpu < 0 ? -cpu : cpu;
-		char d[4]; int k = 0;
-		do { d[k++] = '0' + v % 10; v /= 10; } while (v);
-		if (cpu < 0) d[k++] = '-';
-		int w = 0;
-		pre[w++] = '[';
-		for (int i = k; i < 3; i++) pre[w++] = ' ';
-		while (k) pre[w++] = d[--k];
-		pre[w++] = ']'; pre[w++] = ':'; pre[w++] = ' ';
-		for (int i = 0; i < w; i++) line_out(&p2, pre[i]);
-	}
-	vformat(line_out, &lb, fmt, ap);
-	for (int i = 0; i < lb.n; i++) line_out(&p2, lb.buf[i]);
-	serial_lock();
-	kmsg_write(p2.buf, p2.n);
-	if (to_serial)
-		for (int i = 0; i < p2.n; i++) serial_putc_locked(p2.buf[i]);
-	serial_unlock();
 }
 
 void fatal(const char *fmt, ...)

@@ -123,6 +123,7 @@ void kmain(unsigned long start_info_pa)
 	lapic_init();
 	sched_init_cpu(0);
 	smp_boot_aps();
+	boot_param->status = 2;  /* IHK: 1 booted, 2 ready, 3 running (set with MCKTOOLS-READY) */
 	scenario_start();
 	cpu_switch_stack_and_idle((unsigned long)get_x86_cpu_local_variable(0) + LOCALS_SPAN);
 }

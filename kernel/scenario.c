@@ -60,6 +60,7 @@ void scenario_tick(void)
 		cpu_pause();
 	}
 	print_manifest("setup");
+	boot_param->status = 3;
 	serial_printf("MCKTOOLS-READY\n");
 	__atomic_store_n(&world_pause_req, 0, __ATOMIC_RELEASE);
 }

@@ -93,13 +93,12 @@ def ps(ctx, pid, cpu, as_json):
 @click.pass_context
 def mem(ctx, who, as_json):
     """Memory map of processes: WHO is a pid (or tid) or a struct thread address in hex."""
-    from mcktools.model.processes import find_process
     from mcktools.model.threads import find_thread
     from mcktools.model.vm import vm_ranges
     t = _target(ctx)
     out = []
+    procs = {p.pid: p for p in t.processes() if p.pid}
     for w in who:
-        procs = {p.pid: p for p in t.processes() if p.pid}
         if w.isdigit() and int(w) in procs:
             prow, thr = procs[int(w)], None
         else:
@@ -110,7 +109,10 @@ def mem(ctx, who, as_json):
                     raise McktoolsError(f"no process with pid {w} (nor a thread with that tid) "
                                         f"in {t.description}") from None
                 raise
-            prow = next(p for p in t.processes() if p.addr == info.proc_addr)
+            prow = next((p for p in t.processes() if p.addr == info.proc_addr), None)
+            if prow is None:
+                raise McktoolsError(f"thread {w} ({'idle' if info.row.idle else 'tid ' + str(info.row.tid)}) "
+                                    "belongs to no process with a memory map")
             thr = info.row.addr
         if thr is None:
             main = [i for i in t.threads() if i.proc_addr == prow.addr]

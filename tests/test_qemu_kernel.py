@@ -182,6 +182,29 @@ def free_pages(image: Path, man: dict, read) -> set[int]:
     return free
 
 
+def hash_members(image: Path, man: dict, read, table_kind: str, entry_struct: str) -> set[int]:
+    """Addresses of the objects linked in a 73-bucket hash table (`process_hash` /
+    `thread_hash`), walked here through memory with DWARF offsets of `list` and of the
+    entry's `hash_list` (list_head: next at 0, prev at 8)."""
+    from mcktools.qemu.imageinfo import ImageInfo
+
+    info = ImageInfo(str(image), structs=(table_kind, entry_struct))
+    (row,) = [s for s in man["structures"] if s["kind"] == table_kind]
+    list_off = info.struct(table_kind)["list"]
+    link_off = info.struct(entry_struct)["hash_list"]
+    found = set()
+    for bucket in range(73):
+        head = row["addr"] + list_off + 16 * bucket
+        node = struct.unpack("<Q", read(va_to_pa(man, head), 8))[0]
+        hops = 0
+        while node != head:
+            found.add(node - link_off)
+            node = struct.unpack("<Q", read(va_to_pa(man, node), 8))[0]
+            hops += 1
+            assert hops < 10000, f"{table_kind} bucket {bucket} does not close"
+    return found
+
+
 # ----------------------------------------------------------------- fixtures
 def _boot(image, scenario, ncpus) -> Machine:
     m = Machine(MachineConfig(image=str(image), scenario=scenario, ncpus=ncpus)).start()
@@ -251,6 +274,18 @@ def test_frozen_manifest_is_consistent(frozen0):
     man = frozen0["frozen"].manifest
     assert man["phase"] == "frozen" and man["dump_level"] == 0
     check_manifest_consistent(man, 4, "multi")
+
+
+def test_run_queues_and_hash_tables_agree(frozen0, kernel_image):
+    man = frozen0["frozen"].manifest
+    read = lambda pa, n: frozen0["mem"][pa:pa + n]
+    threads = hash_members(kernel_image, man, read, "thread_hash", "thread")
+    on_cpus = {a for c in man["cpus"] for a in c["runq"]} | {c["current"] for c in man["cpus"]}
+    on_cpus -= {c["idle"] for c in man["cpus"]}
+    assert threads == on_cpus
+    assert threads == {t["addr"] for t in man["threads"] if not t["idle"]}
+    procs = hash_members(kernel_image, man, read, "process_hash", "process")
+    assert procs == {p["addr"] for p in man["processes"]}
 
 
 def test_translations_agree_with_page_table_walk(frozen0):
@@ -409,13 +444,14 @@ def test_level24_chunks_follow_bitmap(frozen24):
 def test_regenerated_fixtures_match_committed(qemu_available, kernel_image, fixture_dir, tmp_path):
     from mcktools.qemu.fixtures import make_fixture_set
 
+    for scenario in ("multi", "panic"):  # same build -> same image bytes (the build is reproducible)
+        assert (fixture_dir(scenario) / "mckernel.img").read_bytes() == Path(kernel_image).read_bytes(), \
+            f"committed {scenario} fixtures were made from another kernel build: run dumps/make_fixtures.py"
     new = make_fixture_set(tmp_path, ["multi", "panic"], image=kernel_image, build=False, do_compress=False,
                            log=lambda *a: None)
     for scenario, man in new.items():
         committed_dir = fixture_dir(scenario)
         old = json.loads((committed_dir / "manifest.json").read_text())
-        assert (committed_dir / "mckernel.img").read_bytes() == Path(kernel_image).read_bytes(), \
-            "committed fixtures were made from another kernel build: regenerate them"
         for key in ("scenario", "ncpus", "kernel_base", "chunks", "symbols", "dump_level", "boot_param_pa"):
             assert man[key] == old[key], key
         # pids and tids come from one counter that CPUs race for: compare by program instead.
@@ -459,3 +495,24 @@ def test_live_release_spec_resumes_guest(qemu_available, kernel_image):
         assert man["scenario"] == "live"
         memfile = m.memfile_path
     assert not Path(memfile).exists(), "keep_memfile must still remove the file on close"
+
+
+def test_repeated_freezes_and_level0_after_level24(frozen24, frozen0, multi4):
+    """The host's bitmap restore (PROTOCOL.md step 5) makes a level-0 dump after a
+    level-24 one whole again; freeze/release cycles keep working."""
+    fz = frozen0["freezer"]
+    chunks = [(c["addr"], c["size"]) for c in frozen0["frozen"].manifest["chunks"]]
+    for level in (0, 24, 0):
+        fr = fz.freeze(level)
+        try:
+            assert fr.manifest["dump_level"] == level
+            got = set()
+            for b in fz.read_bitmap():  # decoded here, straight from the guest's bits
+                for j, w in enumerate(b.words):
+                    got |= {b.start + (j * 64 + k) * PAGE for k in range(64) if w >> k & 1}
+            if level == 0:
+                assert got == pages_of(chunks)
+            else:
+                assert got < pages_of(chunks)
+        finally:
+            fz.release()

@@ -167,3 +167,14 @@ def test_kernel_map_linear_and_fixed(setup):
         km.translate(0xFFFF860000001000)
     with pytest.raises(TranslationError, match="user address"):
         km.translate(0x400000)
+
+
+def test_full_walk_of_garbage_tables_is_bounded():
+    """A PGD whose every entry points back at itself would describe 512^3 tables."""
+    from mcktools.errors import CorruptStructure
+    mem = FakePhys()
+    root = 0x100000
+    mem.write(root, struct.pack("<512Q", *([root | 0x7] * 512)))
+    with pytest.raises(CorruptStructure, match="more than"):
+        for _ in iter_mappings(mem.read, root, max_entries=5000):
+            pass

@@ -35,6 +35,10 @@ BOOT_PARAM_LAYOUTS = (
     {"start": 0, "end": 8, "status": 16, "msg_buffer": 40, "msg_buffer_size": 48,
      "dump_level": 2520, "dump_page_set": 2528},
 )
+CAPTURE_HINT = ("IHK's panic-notifier workaround marks McKernel's pages as anonymous user pages and "
+                "makedumpfile -d 8 and above drop them; capture with a dump level that keeps user pages "
+                "(core_collector makedumpfile -d 1 in kdump.conf, or -d 0 / an unfiltered ELF vmcore)")
+
 #: struct ihk_kmsg_buf (reference §6.6)
 KMSG_LAYOUT = {"tail": 4, "len": 8, "head": 12, "str": 4096}
 
@@ -109,6 +113,12 @@ def find_image(source: Any, image: Any, layout: Any) -> int:
                 except UnreadableAddress:
                     pass
             cand += LARGE_PAGE
+    excluded = getattr(source, "excluded_ranges", None)
+    dropped = sum(r.size for r in excluded()) // PAGE if excluded is not None else 0
+    if dropped:
+        raise McktoolsError(f"the vmcore does not hold McKernel's memory: the image {os.path.basename(image.path)} "
+                            f"is not in the pages it holds, and {dropped} pages were filtered out by the dump "
+                            f"tool; {CAPTURE_HINT}")
     raise ImageMismatch(f"kernel image {image.path} (build-id {layout.build_id.hex() if layout.build_id else '?'}) "
                         f"is not in {getattr(source, 'description', 'the vmcore')}: either the image does not "
                         f"belong to this vmcore or the vmcore lacks McKernel's pages")

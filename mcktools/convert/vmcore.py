@@ -83,9 +83,7 @@ class Plan:
         self.source.close()
 
 
-CAPTURE_HINT = ("IHK's panic-notifier workaround marks McKernel's pages as anonymous user pages and "
-                "makedumpfile -d 8 and above drop them; capture with a dump level that keeps user pages "
-                "(core_collector makedumpfile -d 1 in kdump.conf, or -d 0 / an unfiltered ELF vmcore)")
+CAPTURE_HINT = locate.CAPTURE_HINT
 
 
 def open_vmcore(path: str):

@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol
 
-from ..errors import ExcludedAddress, TranslationError, UnreadableAddress
+from ..errors import CorruptStructure, ExcludedAddress, TranslationError, UnreadableAddress
 
 ReadPhys = Callable[[int, int], bytes]
 
@@ -143,12 +143,22 @@ def walk_x86_64(read_phys: ReadPhys, root_pa: int, va: int) -> Translation:
 
 
 def iter_mappings(read_phys: ReadPhys, root_pa: int, start: int = 0,
-                  end: int = 1 << 64) -> Iterator[Translation]:
+                  end: int = 1 << 64, max_entries: int = 1 << 22) -> Iterator[Translation]:
     """Every leaf mapping whose page overlaps [start, end), in VA order.
 
     Reads each table page once (512 entries at a time) so that a full walk of
-    an address space stays fast.  Translation.va is the page's VA.
+    an address space stays fast.  Translation.va is the page's VA.  A walk
+    that meets more than `max_entries` present entries (16 GiB mapped with 4K
+    pages) is taken as corrupt rather than followed for minutes.
     """
+    seen = [0]
+
+    def count() -> None:
+        seen[0] += 1
+        if seen[0] > max_entries:
+            raise CorruptStructure(f"page table at {root_pa:#x} has more than {max_entries} present "
+                                   "entries (corrupt entries?)")
+
     def table_entries(pa: int):
         return struct.unpack("<512Q", read_phys(pa & PHYS_MASK, PAGE_SIZE))
 
@@ -164,6 +174,7 @@ def iter_mappings(read_phys: ReadPhys, root_pa: int, start: int = 0,
             entry = entries[index]
             if not entry & PTE_PRESENT:
                 continue
+            count()
             if shift == 12 or (shift in (30, 21) and entry & PTE_PS):
                 pa = entry & PHYS_MASK & ~(size - 1)
                 yield Translation(sva, pa, size, entry, trail + (entry,))

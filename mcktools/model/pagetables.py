@@ -108,6 +108,10 @@ class Space:
             info = find_thread(t, thread)
             pid = info.row.pid
             self.proc_row = next((p for p in t.processes() if p.addr == info.proc_addr), None)
+            if self.proc_row is None:
+                from ..errors import McktoolsError
+                raise McktoolsError(f"thread {thread} belongs to no process with an address space "
+                                    "(an idle thread?); omit -t for kernel addresses")
         elif pid is not None:
             self.proc_row = find_process(t, pid)
         if self.proc_row is not None and not self.proc_row.page_table:

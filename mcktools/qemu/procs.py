@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 _PR_SET_PDEATHSIG = 1
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the signal handler may interrupt a holder
 _live: dict[int, subprocess.Popen] = {}
 _cleanups: dict[int, Callable[[], None]] = {}
 _handlers_installed = False
