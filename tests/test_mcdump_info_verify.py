@@ -61,7 +61,7 @@ def test_info_interactive_dump(fixture_dir, tmp_path):
     page = tmp_path / "page"
     page.write_bytes(bytes(4096))
     out = tmp_path / "interactive.mcdump"
-    args = ["objcopy"]
+    args = ["objcopy", "-I", "elf64-little", "-O", "elf64-little"]
     for i, addr in chunks:
         args += [f"--update-section=physmem{i}={page}"]
     r = subprocess.run(args + [str(src), str(out)], capture_output=True, text=True)
