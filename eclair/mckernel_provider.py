@@ -31,6 +31,10 @@ are unreadable for most threads.  Without a map gdb asks for any address
 and gets an E reply where nothing is readable, which is exact.
 `kernel_regions()` still computes the kernel virtual ranges that map the
 dump's chunks (the benchmark and tests use it).
+
+With -i, open_provider hands over to eclair.live_provider, whose provider
+subclasses this one: at every stop it clears the per-stop caches
+(`_panicked`, `_spaces`, `_selected`) and calls `_build_threads()` again.
 """
 
 from __future__ import annotations
@@ -42,10 +46,10 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from mcktools.errors import (
-    CorruptStructure, DebugInfoError, McktoolsError, UnreadableAddress,
-)
+from mcktools.debuginfo.types import StructType, strip_typedefs
+from mcktools.errors import CorruptStructure, DebugInfoError, McktoolsError, UnreadableAddress
 from mcktools.memory.translate import USER_END, VirtualMemory
+from mcktools.model.processes import page_table_va
 
 from .provider import CPU_TID_BASE, ProviderBase, ProviderOptions, ThreadInfo
 from .regsets import PANIC_REGS_SIZE, panic_registers, switched_out_registers
@@ -191,7 +195,6 @@ class McKernelProvider(ProviderBase):
     def context_registers(self, thread_addr: int) -> Dict[str, Optional[int]]:
         """A switched-out thread's saved ctx (struct x86_kregs, members by DWARF)."""
         ctx = self.t.object(thread_addr, "struct thread").ctx
-        from mcktools.debuginfo.types import StructType, strip_typedefs
         st = strip_typedefs(ctx.type_)
         values: Dict[str, int] = {}
         if isinstance(st, StructType):
@@ -224,7 +227,6 @@ class McKernelProvider(ProviderBase):
             return self.t.mem
         vm = self._spaces.get(proc)
         if vm is None:
-            from mcktools.model.processes import page_table_va
             pobj = self.t.object(proc, "struct process")
             pgd = page_table_va(pobj)
             if not pgd:
@@ -376,10 +378,17 @@ def run_mcinspect(target, name: str, args: List[str]) -> str:
 
 
 def open_provider(dump: Optional[str], kernel: str, options: ProviderOptions) -> McKernelProvider:
-    """eclair's entry point (see eclair.provider)."""
+    """eclair's entry point (see eclair.provider): a dump, or with -i (dump
+    None) the live McKernel of eclair.live_provider."""
     if dump is None or options.interactive:
-        raise McktoolsError("live debugging (-i) is not supported by this eclair yet; "
-                            "take a dump with ihkosctl and use -d DUMP")
+        try:
+            from .live_provider import open_live_provider
+        except ModuleNotFoundError as exc:
+            if exc.name != "eclair.live_provider":
+                raise
+            raise McktoolsError("live debugging (-i) is not available in this installation; "
+                                "take a dump with ihkosctl and use -d DUMP") from None
+        return open_live_provider(kernel, options)
     from mcktools.model.target import Target
     target = Target.open(kernel, dump)
     try:

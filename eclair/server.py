@@ -8,7 +8,8 @@ Replies follow the GDB manual and what gdb 13 does with them:
 - unknown packets get an empty reply (gdb then stops using them);
 - registers a thread has not saved are 'xx' bytes, shown as <unavailable>;
 - memory reads return the readable prefix, or an E reply when nothing at
-  the address is readable, never zeros for missing memory;
+  the address is readable, never zeros for missing memory; `m` replies
+  run-length encode runs of '0' (gdb decodes that in every reply);
 - qXfer objects honour offset/length and are binary-escaped.
 """
 
@@ -20,7 +21,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from mcktools.errors import McktoolsError, UnreadableAddress
 
-from .packets import Connection, Interrupt, Oversized, Packet, escape_binary, unescape_binary
+from .packets import (
+    Connection, Interrupt, Oversized, Packet, escape_binary, hex_rle, unescape_binary,
+)
 from .provider import Provider, ThreadInfo
 from .registers import LAYOUTS, RegisterLayout
 
@@ -348,7 +351,8 @@ class GdbServer:
         if length == 0:
             return b""
         data = self._read(addr, min(length, self.packet_size // 2))
-        return data.hex().encode() if data else _E_MEMORY
+        # run-length encoded: gdb's cost is per character it parses
+        return hex_rle(data) if data else _E_MEMORY
 
     def _cmd_read_memory_binary(self, args: str) -> bytes:
         addr, length = _addr_len(args)

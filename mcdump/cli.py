@@ -6,6 +6,7 @@
                                  [--vmlinux F --ihk-module F] [--level auto|0|24] [--force]
     mcdump to-elf DUMP -k IMG -o CORE [--threads] [--force]
     mcdump filter DUMP -k IMG --level 24 -o OUT [--force]
+    mcdump create [-d 0|24] [--os N | --qemu DIR] [-k IMG] [-o FILE] [--force]
     vmcore2mckdump VMCORE OUT [the convert options]      (upstream's argument order)
 
 Every failure a user can cause ends as one line on stderr and a non-zero exit.
@@ -39,6 +40,14 @@ def _addr(ctx, param, value: Optional[str]) -> Optional[int]:
 
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def _tty() -> bool:
+    """Summaries go to a terminal only: in a pipe the tools print nothing extra."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _warn(lines) -> None:
@@ -106,7 +115,7 @@ def convert_options(f):
                      help="auto: the bitmap as McKernel left it; 0: all memory; 24: without user and free pages"),
         click.option("--no-kmsg", is_flag=True, help="do not add the kmsg ring as a 'kmsg' section"),
         click.option("--force", is_flag=True, help="replace an existing output file"),
-        click.option("-q", "--quiet", is_flag=True, help="no summary line"),
+        click.option("-q", "--quiet", is_flag=True, help="no summary line on a terminal"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -123,7 +132,7 @@ def _convert(vmcore, out, image, boot_param, dump_page_set, vmlinux, ihk_module,
                           ihk_module=ihk_module, level=level, kmsg=not no_kmsg)
     plan = convert(vmcore, out, opts, force=force)
     _warn(plan.warnings)
-    if not quiet:
+    if not quiet and _tty():
         click.echo(f"{out}: {len(plan.chunks)} chunks, {plan.total} bytes, kernel_base {plan.kernel_base:#x} "
                    f"(McKernel found by {plan.location.how})", err=True)
     return 0
@@ -164,7 +173,8 @@ def to_elf(dump: str, image: str, out: str, threads: bool, force: bool) -> int:
     check_target(out, force)
     res = write_core(dump, image, out, threads=threads, force=force)
     _warn(res.warnings)
-    click.echo(f"{out}: {len(res.segments)} PT_LOAD segments, {len(res.prstatus)} NT_PRSTATUS notes", err=True)
+    if _tty():
+        click.echo(f"{out}: {len(res.segments)} PT_LOAD segments, {len(res.prstatus)} NT_PRSTATUS notes", err=True)
     return 0
 
 
@@ -184,8 +194,32 @@ def filter_cmd(dump: str, image: str, level: str, out: str, force: bool) -> int:
     _need_file(image, "kernel image")
     check_target(out, force)
     res = filter_dump(dump, image, out, force=force)
-    click.echo(f"{out}: {res['chunks']} chunks, {res['bytes']} bytes ({res['user_pages']} user and "
+    if _tty():
+        click.echo(f"{out}: {res['chunks']} chunks, {res['bytes']} bytes ({res['user_pages']} user and "
                f"{res['free_pages']} free pages dropped)", err=True)
+    return 0
+
+
+# --- create (live) ----------------------------------------------------------
+
+@cli.command()
+@click.option("-d", "--level", type=click.Choice(["0", "24"]), default="0", show_default=True,
+              help="0: all McKernel memory; 24: without user and free pages (as ihkosctl dump -d)")
+@click.option("--os", "os_index", type=int, default=0, show_default=True, metavar="N", help="/dev/mcosN")
+@click.option("--qemu", metavar="DIR", envvar="MCKTOOLS_QEMU_RUN",
+              help="the QEMU reference kernel of this mcktools-live run folder ($MCKTOOLS_QEMU_RUN)")
+@click.option("-k", "--kernel", "image", metavar="IMG", help="mckernel.img (to add the kmsg ring)")
+@click.option("-o", "--output", "out", metavar="FILE", help="default mcdump_%Y%m%d_%H%M%S, like ihkosctl")
+@click.option("--force", is_flag=True, help="replace an existing output file")
+def create(level: str, os_index: int, qemu: Optional[str], image: Optional[str], out: Optional[str],
+           force: bool) -> int:
+    """Dump a running McKernel as `ihkosctl N dump` does (freezes it briefly, always resumes)."""
+    from mcktools.live.create import create_dump
+    res = create_dump(out, level=int(level), os_index=os_index, qemu=qemu, kernel=image, overwrite=force)
+    _warn(res.warnings)
+    click.echo(f"{res.path}: {len(res.chunks)} chunks, {res.size} bytes, level {res.level}, "
+               f"kmsg {'included' if res.kmsg else 'not included'}, frozen {res.frozen_seconds:.2f} s",
+               err=True)
     return 0
 
 
@@ -201,6 +235,10 @@ def _run(command: click.Command, prog: str, argv: Optional[list] = None) -> int:
         except click.exceptions.Abort:
             raise KeyboardInterrupt from None
         except click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                click.echo(ctx.get_help())          # bare `mcdump`: the help, as usual
+                return 2
             raise UsageProblem(exc.format_message().replace("\n", " ")) from None
         return int(rv or 0) if isinstance(rv, int) else 0
 

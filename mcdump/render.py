@@ -19,11 +19,15 @@ def info_text(res) -> str:
         lines.append(f"kernel_base: {res.kernel_base:#x}")
     if res.phys_start is not None:
         lines.append(f"phys_start:  {res.phys_start:#x}")
-    lines.append(f"dump level:  {res.dump_level if res.dump_level is not None else 'unknown'}")
+    if res.dump_level is not None:
+        lines.append(f"dump level:  {res.dump_level} ({res.dump_level_of})")
+    else:
+        lines.append("dump level:  unknown (the format does not record it)")
     for k, v in sorted(res.details.items()):
         if isinstance(v, (list, dict)):
             continue
-        lines.append(f"{k + ':':<13}{v}")
+        label = k.replace('_', ' ') + ':'
+        lines.append(f"{label:<13}{v}" if len(label) < 13 else f"{label} {v}")
     if res.extra_sections:
         lines.append("extra sections: " + ", ".join(f"{s['name']} ({s['size']} bytes)" for s in res.extra_sections))
     if res.notes:

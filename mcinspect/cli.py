@@ -1,7 +1,12 @@
 """mcinspect and mcps command lines (click).
 
-    mcinspect [-k IMG] [-d DUMP] [--force] {ps,mem,vtop,kmsg,info} [--json] ...
-    mcps [-k IMG] [-d DUMP] [--force] [-p PID] [--cpu N] [--json]
+    mcinspect [-k IMG] [-d DUMP | --os N | --qemu DIR] [--force] {ps,mem,vtop,kmsg,info} [--json] ...
+    mcps [-k IMG] [-d DUMP | --os N | --qemu DIR] [--force] [-p PID] [--cpu N] [--json]
+
+Without a dump (no -d, no $MCKERNEL_DUMP) the tools read the running kernel
+without freezing it: /dev/mcosN (--os N, default 0), or the QEMU reference
+kernel of a `mcktools-live` run folder (--qemu DIR or $MCKTOOLS_QEMU_RUN).
+The image search order for live use is in mcktools.live.attach.
 
 Upstream spellings keep working: `mcinspect --kernel IMG --ps` and
 `mcinspect --kernel IMG --vtop --pid P --va ADDR` are rewritten to the
@@ -31,8 +36,13 @@ def _parse_addr(text: str) -> int:
 def _target(ctx: click.Context):
     obj = ctx.find_root().obj
     if obj.get("target") is None:
-        from mcktools.model.target import open_target
-        obj["target"] = open_target(obj["kernel"], obj["dump"], force=obj["force"])
+        if obj["dump"]:
+            from mcktools.model.target import open_target
+            obj["target"] = open_target(obj["kernel"], obj["dump"], force=obj["force"])
+        else:
+            from mcktools.live.attach import open_live
+            obj["target"] = open_live(obj["kernel"], os_index=obj.get("os") or 0, qemu=obj.get("qemu"),
+                                      force=obj["force"]).target
         for w in obj["target"].warnings:
             click.echo(f"warning: {w}", err=True)
     return obj["target"]
@@ -49,11 +59,26 @@ json_option = click.option("--json", "as_json", is_flag=True, help="machine-read
 @click.option("-k", "--kernel", envvar="MCKERNEL_IMG", metavar="IMG", help="mckernel.img ($MCKERNEL_IMG)")
 @click.option("-d", "--dump", envvar="MCKERNEL_DUMP", metavar="FILE",
               help="mcdump or vmcore ($MCKERNEL_DUMP)")
+@click.option("--os", "os_index", type=int, metavar="N",
+              help="without a dump: the running McKernel of /dev/mcosN (default 0)")
+@click.option("--qemu", metavar="DIR", envvar="MCKTOOLS_QEMU_RUN",
+              help="without a dump: the QEMU reference kernel of this mcktools-live run folder "
+                   "($MCKTOOLS_QEMU_RUN)")
 @click.option("--force", is_flag=True, help="use an image that does not match the dump")
 @click.pass_context
-def cli(ctx: click.Context, kernel: Optional[str], dump: Optional[str], force: bool) -> None:
-    """Inspect a McKernel dump with its kernel image."""
-    ctx.obj = {"kernel": kernel, "dump": dump, "force": force, "target": None}
+def cli(ctx: click.Context, kernel: Optional[str], dump: Optional[str], os_index: Optional[int],
+        qemu: Optional[str], force: bool) -> None:
+    """Inspect a McKernel dump (or a running McKernel) with its kernel image."""
+    from click.core import ParameterSource
+    cmdline = (ParameterSource.COMMANDLINE,)
+    live_asked = os_index is not None or (qemu and ctx.get_parameter_source("qemu") in cmdline)
+    if live_asked:
+        if dump and ctx.get_parameter_source("dump") in cmdline:
+            raise McktoolsError("give a dump or a live kernel (--os/--qemu), not both")
+        dump = None
+    elif dump:
+        qemu = None   # an explicit or $MCKERNEL_DUMP dump wins over $MCKTOOLS_QEMU_RUN
+    ctx.obj = {"kernel": kernel, "dump": dump, "os": os_index, "qemu": qemu, "force": force, "target": None}
 
     def close():
         t = ctx.obj.get("target")
@@ -63,7 +88,11 @@ def cli(ctx: click.Context, kernel: Optional[str], dump: Optional[str], force: b
 
 
 def ps_rows(t, pid: Optional[int], cpu: Optional[int]) -> list:
-    rows = [info.row for info in t.threads()]
+    if getattr(t, "live", False):
+        from mcktools.live.consistent import live_threads
+        rows = live_threads(t)
+    else:
+        rows = [info.row for info in t.threads()]
     if pid is not None:
         rows = [r for r in rows if r.pid == pid]
         if not rows:
@@ -84,7 +113,18 @@ def ps_rows(t, pid: Optional[int], cpu: Optional[int]) -> list:
 def ps(ctx, pid, cpu, as_json):
     """Threads per CPU: TID PID PPID CPU THREAD ST COMM (`>` = current)."""
     rows = ps_rows(_target(ctx), pid, cpu)
-    _emit(render.to_json(rows) if as_json else render.ps_table(rows))
+    _emit(render.to_json(rows) if as_json else _mark_changed(render.ps_table(rows), rows))
+
+
+def _mark_changed(table: str, rows: list) -> str:
+    """Live reads: flag the rows whose thread changed while it was being read."""
+    if not any(getattr(r, "changed", False) for r in rows):
+        return table
+    lines = table.split("\n")
+    for i, r in enumerate(rows, start=1):
+        if getattr(r, "changed", False):
+            lines[i] += "  (changed while read)"
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -210,7 +250,7 @@ def _fmt(v) -> str:
 
 # --- upstream spellings -------------------------------------------------------
 
-_GROUP_OPTS_WITH_ARG = {"-k", "--kernel", "-d", "--dump"}
+_GROUP_OPTS_WITH_ARG = {"-k", "--kernel", "-d", "--dump", "--os", "--qemu"}
 
 
 def legacy_argv(argv: list) -> list:

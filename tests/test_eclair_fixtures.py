@@ -362,13 +362,15 @@ def test_no_memory_map_and_no_invented_bytes(fx, served):
 # ---------------------------------------------------------------- bad input
 
 def run_eclair(*args):
+    env = {k: v for k, v in ENV.items() if k != "MCKTOOLS_QEMU_RUN"}
     return subprocess.run([sys.executable, "-m", "eclair", *args], capture_output=True, text=True,
-                          timeout=60, env=ENV, cwd=str(ROOT), stdin=subprocess.DEVNULL)
+                          timeout=60, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL)
 
 
 def test_bad_input_gives_one_line(fx, tmp_path):
     bad = tmp_path / "short.mcdump"
-    bad.write_bytes(fx.dump(0).read_bytes()[:3000])
+    with open(fx.dump(0), "rb") as f:
+        bad.write_bytes(f.read(3000))
     for args in (["--stdio", "-d", str(bad), "-k", str(fx.img)],
                  ["--stdio", "-d", str(fx.dump(0)), "-k", str(fx.dump(0))],
                  ["--stdio", "-i", "-k", str(fx.img)]):
@@ -376,3 +378,40 @@ def test_bad_input_gives_one_line(fx, tmp_path):
         assert p.returncode != 0
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert p.stderr.startswith("eclair: error: "), p.stderr
+
+
+# ------------------------------------------------------ run-length encoding
+
+def rle_decode(text: bytes) -> bytes:
+    """The GDB manual's rule: `X*c` is X then ord(c) - 29 more X; '#' and '$'
+    never appear as counts."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if i + 2 < len(text) and text[i + 1:i + 2] == b"*":
+            count = text[i + 2]
+            assert count not in b"#$" and 32 <= count <= 126, text[i:i + 3]
+            out += text[i:i + 1] * (1 + count - 29)
+            i += 3
+        else:
+            out.append(text[i])
+            i += 1
+    return bytes(out)
+
+
+def test_m_replies_are_run_length_encoded_hex(fx):
+    import random
+    from eclair.packets import hex_rle
+    rng = random.Random(4)
+    cases = [bytes(n) for n in range(0, 300)] + [b"\x01" + bytes(n) + b"\x10" for n in range(0, 200)]
+    for _ in range(200):
+        parts = [bytes(rng.choice([1, 7, 8, 9, 49, 50, 4096, 5000])) if rng.random() < 0.5
+                 else rng.randbytes(rng.randrange(1, 40)) for _ in range(rng.randrange(1, 8))]
+        cases.append(b"".join(parts))
+    with McDump.open(str(fx.dump(0))) as d:
+        cases.append(bytes(d.read_chunk(0, 0, 1 << 16)))
+    for data in cases:
+        enc = hex_rle(data)
+        assert rle_decode(enc) == data.hex().encode(), data[:64]
+        assert not any(c in enc for c in b"#$}")
+    assert len(hex_rle(bytes(4096))) * 30 < 8192  # a zero page shrinks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_chunks_keep_ihk_order_and_readelf_agrees(multi, tmp_path, manifest):
     with McDump.open(out) as d, McDump.open(multi / "level24.mcdump") as h:
         assert [(c.addr, c.size) for c in d.chunks] == [(c.addr, c.size) for c in h.chunks]
         assert d.kernel_base == manifest["kernel_base"]
-    r = __import__("subprocess").run(["readelf", "-SW", str(out)], capture_output=True, text=True)
+    r = subprocess.run(["readelf", "-SW", str(out)], capture_output=True, text=True)
     physmem = [l for l in r.stdout.splitlines() if "physmem" in l]
     assert len(physmem) == len(chunk_table(multi / "level24.mcdump"))
 

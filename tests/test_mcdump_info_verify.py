@@ -106,10 +106,11 @@ def test_verify_and_info_on_truncated_and_corrupt_files(fixture_dir, tmp_path):
     rnd = random.Random(5)
     cases = {"truncated": blob[:len(blob) // 2], "empty": b"", "header-only": blob[:64],
              "text": b"this is not a dump\n" * 10}
-    corrupt = bytearray(blob)
-    for _ in range(40):
-        corrupt[rnd.randrange(0, 64 + 0)] ^= 0xFF if rnd.random() < 0.5 else 0
-    cases["bad-header"] = bytes(corrupt)
+    for k in range(8):                               # random damage in the ELF header
+        corrupt = bytearray(blob)
+        for _ in range(4):
+            corrupt[rnd.randrange(0, 64)] ^= 1 << rnd.randrange(8)
+        cases[f"bad-header-{k}"] = bytes(corrupt)
     tail = bytearray(blob)
     tail[-200:] = rnd.randbytes(200)                  # the section header table
     cases["bad-sections"] = bytes(tail)

@@ -144,3 +144,24 @@ def test_panic_notifier_workaround_named_in_one_line(linux_vmcore, fmt):
     assert "does not hold McKernel" in msg or "filtered out" in msg
     assert "makedumpfile -d 8" in msg and "-d 1" in msg
     assert not out.exists() and not leftovers(d)
+
+
+@needs_makedumpfile
+@pytest.mark.parametrize("flag,module,package", [("-l", "lzo", "python-lzo"), ("-p", "snappy", "python-snappy"),
+                                                 ("-z", "zstandard", "zstandard")])
+def test_other_compressions_convert_or_name_the_package(linux_vmcore, flag, module, package):
+    import importlib.util
+    multi, d, path, ref = linux_vmcore
+    kd = d / f"vmcore{flag}.kdump"
+    r = subprocess.run(["makedumpfile", flag, "-d", "1", str(path), str(kd)], capture_output=True, timeout=300)
+    if r.returncode != 0:
+        pytest.skip(f"this makedumpfile cannot write {flag}: {r.stderr.decode()[-200:]}")
+    out = d / f"from{flag}.mcdump"
+    r = run_cli("convert", kd, "-k", multi / "mckernel.img", "-o", out)
+    if r.returncode != 0:
+        # only acceptable reason: the decompressor's package is missing, and it is named
+        assert importlib.util.find_spec(module) is None
+        assert package in one_line_error(r)
+        assert not out.exists() and not leftovers(d)
+    else:          # the package is there, or makedumpfile stored the pages another way
+        same_memory(out, ref)

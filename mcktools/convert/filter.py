@@ -47,8 +47,17 @@ class Classification:
         return self.user + self.free
 
 
-def _in_chunks(chunks: list, pa: int) -> bool:
-    return any(a <= pa < a + s for a, s in chunks)
+class _ChunkIndex:
+    """Is a PA in McKernel's memory? (ihk_mc_chk_page_address, by bisection)."""
+
+    def __init__(self, chunks: list):
+        self.spans = sorted((a, a + s) for a, s in chunks)
+        self.starts = [a for a, _ in self.spans]
+
+    def __contains__(self, pa: int) -> bool:
+        import bisect
+        i = bisect.bisect_right(self.starts, pa) - 1
+        return i >= 0 and pa < self.spans[i][1]
 
 
 def user_pages(t: Any, chunks: list) -> tuple[list, int]:
@@ -61,6 +70,7 @@ def user_pages(t: Any, chunks: list) -> tuple[list, int]:
                            f"user pages cannot be classified") from None
     out = []
     n = 0
+    inside = _ChunkIndex(chunks)
     for p in procs:
         pt = page_table_va(p)
         if not pt:
@@ -69,7 +79,7 @@ def user_pages(t: Any, chunks: list) -> tuple[list, int]:
         pgd_pa = t.kmap.resolve(pt)[0]
         try:
             for tr in iter_mappings(t.read_phys, pgd_pa, 0, USER_END):
-                if tr.flags & PTE_USER and _in_chunks(chunks, tr.pa):
+                if tr.flags & PTE_USER and tr.pa in inside:
                     out.append((tr.pa, tr.page_size))
         except UnreadableAddress as exc:
             raise CannotFilter(f"the page table of process {int(p.pid)} is not in the dump ({exc}); "
@@ -183,33 +193,40 @@ def classify(t: Any, chunks: list) -> Classification:
     return Classification(user, free, nproc, how)
 
 
+def merge(ranges: list) -> list:
+    """Sorted, merged, page-rounded (start, end) intervals of (pa, size) ranges."""
+    out: list = []
+    for pa, n in sorted(ranges):
+        lo, hi = pa & ~(PAGE - 1), (pa + n + PAGE - 1) & ~(PAGE - 1)
+        if out and lo <= out[-1][1]:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def apply(chunks: list, excluded: list) -> list:
     """Runs of the pages of each chunk that no excluded range touches, chunk
     by chunk (a chunk stands for one bitmap block: runs never merge across)."""
+    import bisect
+    cut = merge(excluded)
+    starts = [a for a, _ in cut]
     out = []
     for addr, size in chunks:
-        npages = size // PAGE
-        keep = (1 << npages) - 1
         end = addr + size
-        for pa, n in excluded:
-            lo, hi = max(pa, addr), min(pa + n, end)
-            if lo >= hi:
-                continue
-            first = (lo - addr) // PAGE
-            last = (hi - addr + PAGE - 1) // PAGE
-            keep &= ~(((1 << (last - first)) - 1) << first)
-        pos = 0
-        value = keep
-        while value:
-            zeros = (value & -value).bit_length() - 1
-            value >>= zeros
-            pos += zeros
-            ones = (~value & (value + 1)).bit_length() - 1
-            out.append((addr + pos * PAGE, ones * PAGE))
-            value >>= ones
-            pos += ones
+        pos = addr
+        i = max(bisect.bisect_right(starts, addr) - 1, 0)
+        while i < len(cut) and cut[i][0] < end:
+            lo, hi = cut[i]
+            if hi > pos:
+                if lo > pos:
+                    out.append((pos, lo - pos))
+                pos = max(pos, hi)
+            i += 1
+        if pos < end:
+            out.append((pos, end - pos))
     return out
-
 
 def filter_dump(dump_path: str, image_path: str, out: str, *, force: bool = False, progress=None) -> dict:
     """Write the level-24 reduction of the mcdump at `dump_path` to `out`."""
@@ -249,10 +266,10 @@ def filter_dump(dump_path: str, image_path: str, out: str, *, force: bool = Fals
 
 def _pages_in(ranges: list, chunks: list) -> int:
     """Distinct pages of `ranges` inside `chunks` (ranges may overlap: shared pages)."""
-    pages = set()
-    for pa, n in ranges:
+    total = 0
+    for lo, hi in merge(ranges):
         for addr, size in chunks:
-            lo, hi = max(pa, addr), min(pa + n, addr + size)
-            for p in range(lo // PAGE, (hi + PAGE - 1) // PAGE):
-                pages.add(p)
-    return len(pages)
+            a, b = max(lo, addr), min(hi, addr + size)
+            if a < b:
+                total += (b - a) // PAGE
+    return total

@@ -56,6 +56,8 @@ class DumpInfo:
     kernel_base: Optional[int] = None
     phys_start: Optional[int] = None
     dump_level: Optional[int] = None
+    #: whose level `dump_level` is: "makedumpfile" (-d bits) or "mckernel" (0 / 24)
+    dump_level_of: Optional[str] = None
     extra_sections: list = field(default_factory=list)
     notes: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
@@ -139,6 +141,7 @@ def _kdump_info(path: str, detected: det.Detected) -> DumpInfo:
         if k.timestamp[0]:
             info.date = time_text(k.timestamp[0])
         info.dump_level = k.dump_level
+        info.dump_level_of = "makedumpfile" if k.dump_level is not None else None
         info.notes = _note_summary(k.notes)
     return info
 

@@ -15,6 +15,7 @@ from ..errors import DebugInfoError, FormatError, UnreadableAddress
 from ..formats.mcdump import McDump
 from ..memory.sources.mcdump import McDumpSource
 from . import locate
+from .detect import MCDUMP, MCDUMP_INTERACTIVE, detect
 
 PAGE = 4096
 LARGE_PAGE = 2 << 20
@@ -94,6 +95,9 @@ def verify(dump_path: str, image_path: str) -> VerifyResult:
     res = VerifyResult(dump_path, image_path)
     checks = res.checks
     try:
+        kind = detect(dump_path)
+        if kind.kind not in (MCDUMP, MCDUMP_INTERACTIVE):
+            raise FormatError(f"{dump_path} is a {kind.label}, not an mcdump")
         dump = McDump.open(dump_path)
     except FormatError as exc:
         checks.append(Check("format", False, str(exc)))

@@ -1,0 +1,209 @@
+"""Call-frame information (CFI) and a line table of a kernel image, for unwinding.
+
+The unwinder needs, for any code address, the rule that recovers the caller's
+registers (CFA = reg + offset, saved registers at CFA + n) and, for display,
+the source line.  Both are decoded from `.eh_frame` (else `.debug_frame`) and
+`.debug_line` with pyelftools -- slow to import and to run -- so the decoded
+tables are stored as plain tuples (marshal) next to the DWARF index, under the
+same content key (format, build-id, size, SHA-256), and memoised per process.
+
+Rule kinds in a row: "o" = saved at CFA+arg, "v" = value is CFA+arg,
+"r" = in register arg, "s" = same value, "u" = undefined, "x" = an expression
+we do not evaluate (the unwinder then falls back to frame pointers).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import DebugInfoError
+from . import cache as _cache
+
+FORMAT = 1
+_MEMORY: Dict[str, "UnwindTables"] = {}
+
+#: DWARF register numbers of x86_64 (System V psABI, figure 3.36)
+X86_64_DWARF_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
+                     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")
+RA_REGNO = 16
+
+
+@dataclass(frozen=True)
+class CfiRow:
+    """The unwind rule that holds from `pc` up to the next row of its FDE."""
+
+    pc: int
+    cfa_reg: Optional[int]      # None: CFA given by an expression (not evaluated)
+    cfa_offset: int
+    rules: Tuple[Tuple[int, str, Optional[int]], ...]   # (regno, kind, arg)
+
+    def rule(self, regno: int) -> Optional[Tuple[str, Optional[int]]]:
+        for r, kind, arg in self.rules:
+            if r == regno:
+                return kind, arg
+        return None
+
+
+class UnwindTables:
+    """Sorted FDEs (start, end, rows) and a sorted line table."""
+
+    def __init__(self, payload: dict, source: str):
+        self.source = source                     # "built", "disk" or "memory"
+        self.cfi_section: Optional[str] = payload["cfi_section"]
+        self._fdes: list = sorted(payload["fdes"], key=lambda f: f[0])
+        self._starts = [f[0] for f in self._fdes]
+        self._files: list = payload["files"]
+        self._line_addrs: list = [r[0] for r in payload["lines"]]
+        self._lines: list = payload["lines"]
+
+    @property
+    def fde_count(self) -> int:
+        return len(self._fdes)
+
+    def row(self, pc: int) -> Optional[CfiRow]:
+        """The CFI row covering `pc`, or None when no FDE covers it."""
+        i = bisect.bisect_right(self._starts, pc) - 1
+        if i < 0:
+            return None
+        start, end, rows = self._fdes[i]
+        if not start <= pc < end or not rows:
+            return None
+        j = bisect.bisect_right([r[0] for r in rows], pc) - 1
+        if j < 0:
+            return None
+        pc0, reg, off, rules = rows[j]
+        return CfiRow(pc0, reg, off, tuple(tuple(r) for r in rules))
+
+    def line(self, pc: int) -> Optional[Tuple[str, int]]:
+        """(file, line) of the instruction at `pc`, or None."""
+        i = bisect.bisect_right(self._line_addrs, pc) - 1
+        if i < 0:
+            return None
+        _addr, file_idx, line, end_seq = self._lines[i]
+        if end_seq or file_idx < 0 or file_idx >= len(self._files) or line <= 0:
+            return None
+        return self._files[file_idx], line
+
+
+def _content_key(path: Path, build_id: Optional[bytes]) -> str:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return f"unwind{FORMAT}-" + _cache.cache_key(build_id, size, h.hexdigest())
+
+
+def unwind_tables(image: Any, *, use_cache: bool = True) -> UnwindTables:
+    """The image's CFI and line tables: from this process, the disk cache, or built."""
+    path = Path(image.path)
+    st = os.stat(path)
+    memo = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if use_cache and memo in _MEMORY:
+        return _MEMORY[memo]
+    key = _content_key(path, getattr(image, "build_id", None))
+    cpath = None
+    payload = None
+    if use_cache:
+        cpath = _cache.cache_dir() / f"unwind-{key[:120]}.idx"
+        payload = _cache.load(cpath, key)
+        if payload is not None and not {"fdes", "lines", "files", "cfi_section"} <= payload.keys():
+            payload = None
+    source = "disk"
+    if payload is None:
+        payload = build_payload(path)
+        source = "built"
+        if cpath is not None:
+            _cache.store(cpath, key, payload)
+    tables = UnwindTables(payload, source)
+    if use_cache:
+        _MEMORY[memo] = tables
+    return tables
+
+
+def build_payload(path: Path) -> dict:
+    """Decode CFI and line programs with pyelftools into plain tuples."""
+    try:
+        from elftools.common.exceptions import ELFError, DWARFError
+        from elftools.elf.elffile import ELFFile
+    except ImportError:  # pragma: no cover - pyelftools is a dependency
+        raise DebugInfoError("pyelftools is needed to unwind (pip install pyelftools)") from None
+    with open(path, "rb") as fh:
+        try:
+            elf = ELFFile(fh)
+            if not elf.has_dwarf_info() and elf.get_section_by_name(".eh_frame") is None:
+                return {"cfi_section": None, "fdes": [], "lines": [], "files": []}
+            dwarf = elf.get_dwarf_info()
+            fdes, section = _decode_cfi(dwarf)
+            lines, files = _decode_lines(dwarf)
+        except (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            # a damaged .eh_frame/.debug_line must not stop the tools: unwind by frame pointers
+            return {"cfi_section": None, "fdes": [], "lines": [], "files": [], "error": str(exc)}
+    return {"cfi_section": section, "fdes": fdes, "lines": lines, "files": files}
+
+
+def _decode_cfi(dwarf: Any) -> Tuple[list, Optional[str]]:
+    if dwarf.has_EH_CFI():
+        entries, section = dwarf.EH_CFI_entries(), ".eh_frame"
+    elif dwarf.has_CFI():
+        entries, section = dwarf.CFI_entries(), ".debug_frame"
+    else:
+        return [], None
+    out = []
+    for e in entries:
+        if type(e).__name__ != "FDE":
+            continue
+        start = e.header["initial_location"]
+        end = start + e.header["address_range"]
+        rows = []
+        for row in e.get_decoded().table:
+            cfa = row["cfa"]
+            reg = cfa.reg if cfa.expr is None else None
+            rules = []
+            for regno, rule in row.items():
+                if not isinstance(regno, int):
+                    continue
+                kind = {"OFFSET": "o", "VAL_OFFSET": "v", "REGISTER": "r", "SAME_VALUE": "s",
+                        "UNDEFINED": "u"}.get(rule.type, "x")
+                arg = rule.arg if kind in ("o", "v", "r") else None
+                rules.append((regno, kind, arg))
+            rows.append((row["pc"], reg, cfa.offset or 0, tuple(sorted(rules))))
+        out.append((start, end, tuple(rows)))
+    return out, section
+
+
+def _decode_lines(dwarf: Any) -> Tuple[list, list]:
+    """(address, file index, line, end_sequence) rows sorted by address, and file names."""
+    files: List[str] = []
+    file_ids: Dict[str, int] = {}
+    rows: list = []
+    if not dwarf.has_debug_info:
+        return rows, files
+    for cu in dwarf.iter_CUs():
+        prog = dwarf.line_program_for_CU(cu)
+        if prog is None:
+            continue
+        version = prog.header["version"]
+        names = []
+        for fe in prog.header["file_entry"]:
+            name = fe.name.decode("utf-8", "replace") if isinstance(fe.name, bytes) else str(fe.name)
+            names.append(os.path.basename(name))
+        for entry in prog.get_entries():
+            st = entry.state
+            if st is None:
+                continue
+            idx = st.file if version >= 5 else st.file - 1
+            name = names[idx] if 0 <= idx < len(names) else "?"
+            fid = file_ids.setdefault(name, len(files))
+            if fid == len(files):
+                files.append(name)
+            rows.append((st.address, fid, st.line, bool(st.end_sequence)))
+    # at one address an end_sequence of the previous sequence loses against a new row
+    rows.sort(key=lambda r: (r[0], not r[3]))
+    return rows, files
