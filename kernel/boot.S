@@ -78,6 +78,8 @@ start64_low:
 	movabsq $start64_high, %rax
 	jmp *%rax
 start64_high:
+	.cfi_startproc
+	.cfi_undefined rip        /* first 64-bit frame: nothing above it to unwind to */
 	movl $0x28, %eax
 	movl %eax, %ds
 	movl %eax, %es
@@ -92,10 +94,13 @@ start64_high:
 3:	cli
 	hlt
 	jmp 3b
+	.cfi_endproc
 
 	/* APs arrive here from the trampoline with %rsp set to their locals stack top. */
 	.globl ap_entry
 ap_entry:
+	.cfi_startproc
+	.cfi_undefined rip        /* an AP's first frame: the trampoline left no caller */
 	movl $0x28, %eax           /* while the boot GDT (a PA) is still mapped */
 	movl %eax, %ds
 	movl %eax, %es
@@ -107,6 +112,7 @@ ap_entry:
 4:	cli
 	hlt
 	jmp 4b
+	.cfi_endproc
 
 	.section .data
 	.balign 16

@@ -128,5 +128,8 @@ void kmain(unsigned long start_info_pa)
 	cpu_switch_stack_and_idle((unsigned long)get_x86_cpu_local_variable(0) + LOCALS_SPAN);
 }
 
+/* The boot CPU's idle frame is the outermost one on its new stack: rip undefined tells
+ * unwinders to stop instead of reading past the stack top. */
 __asm__(".text\n.globl cpu_switch_stack_and_idle\ncpu_switch_stack_and_idle:\n"
-	"  movq %rdi, %rsp\n  xorl %ebp, %ebp\n  call idle_loop\n  ud2\n");
+	"  .cfi_startproc\n  .cfi_undefined rip\n"
+	"  movq %rdi, %rsp\n  xorl %ebp, %ebp\n  call idle_loop\n  ud2\n  .cfi_endproc\n");

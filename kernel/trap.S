@@ -26,6 +26,10 @@
 .macro VECTOR v, has_err
 	.globl vector_\v
 vector_\v:
+	/* Outermost kernel frame: the interrupted context is described by the
+	 * x86_user_context on the stack, not by a return address, so debuggers stop here. */
+	.cfi_startproc
+	.cfi_undefined rip
 	.if \has_err == 0
 	pushq $0
 	.endif
@@ -35,6 +39,7 @@ vector_\v:
 	cld
 	call trap_handler
 	jmp ret_from_frame
+	.cfi_endproc
 .endm
 
 .irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,21,22,23,24,25,26,27,28,29,30,31
@@ -71,6 +76,8 @@ ret_from_frame:
  * locals area at all times (user programs never change it), so no swapgs. */
 	.globl syscall_entry
 syscall_entry:
+	.cfi_startproc
+	.cfi_undefined rip        /* outermost kernel frame: user state is in the uctx frame */
 	movq %rsp, %gs:24
 	movq %gs:180, %rsp
 	pushq $0x3b
@@ -84,6 +91,7 @@ syscall_entry:
 	cld
 	call syscall_dispatch
 	jmp ret_from_frame
+	.cfi_endproc
 
 	.section .rodata
 	.balign 8
