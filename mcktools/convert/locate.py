@@ -128,6 +128,25 @@ def image_pa(kernel_base: int, mks: int, vaddr: int) -> int:
     return kernel_base + (vaddr - mks)
 
 
+def reserved_chunks(image: Any, read_vaddr) -> Optional[list]:
+    """McKernel's reserved chunks [(start, size)] when the image describes its
+    chunk list (`mem_chunks[nr_mem_chunks]` of {start, size}, as the reference
+    kernel has), read through `read_vaddr(va, size)`; None otherwise."""
+    try:
+        var = image.variable("mem_chunks")
+        nr = struct.unpack("<i", read_vaddr(image.symbol("nr_mem_chunks"), 4))[0]
+        elem = var.type.element
+        esize = image.sizeof(elem)
+        o_start, o_size = image.offsetof(elem, "start"), image.offsetof(elem, "size")
+        out = []
+        for i in range(max(0, min(nr, var.type.count or 0))):
+            base = var.address + i * esize
+            out.append((_u64(read_vaddr, base + o_start), _u64(read_vaddr, base + o_size)))
+        return out
+    except (DebugInfoError, UnreadableAddress, AttributeError, TypeError):
+        return None
+
+
 # --- boot_param ---------------------------------------------------------------
 
 def read_boot_param(read, bp_pa: int, layout: dict) -> dict:

@@ -52,25 +52,6 @@ def _image_read(kernel_base: int, mks: int, src: McDumpSource):
     return read
 
 
-def reserved_chunks(image: Any, read_image) -> Optional[list]:
-    """McKernel's reserved chunks when the image describes its chunk list."""
-    try:
-        var = image.variable("mem_chunks")
-        nr = struct.unpack("<i", read_image(image.symbol("nr_mem_chunks"), 4))[0]
-        elem = var.type.element
-        esize = image.sizeof(elem)
-        o_start, o_size = image.offsetof(elem, "start"), image.offsetof(elem, "size")
-        out = []
-        for i in range(max(0, min(nr, var.type.count or 0))):
-            base = var.address + i * esize
-            start = struct.unpack("<Q", read_image(base + o_start, 8))[0]
-            size = struct.unpack("<Q", read_image(base + o_size, 8))[0]
-            out.append((start, size))
-        return out
-    except (DebugInfoError, UnreadableAddress, AttributeError, TypeError):
-        return None
-
-
 def subtract(ranges: list, holes_of: list) -> list:
     """Parts of `ranges` (addr, size) that no range in `holes_of` covers."""
     out = []
@@ -129,7 +110,7 @@ def verify(dump_path: str, image_path: str) -> VerifyResult:
         checks.append(_check_phys_base(image, read_image, dump.kernel_base))
         checks.append(_check_constants(image, layout, read_image))
 
-        reserved = reserved_chunks(image, read_image)
+        reserved = locate.reserved_chunks(image, read_image)
         dumped = [(c.addr, c.size) for c in dump.chunks]
         if reserved:
             missing = subtract(reserved, dumped)

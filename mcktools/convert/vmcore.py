@@ -182,8 +182,7 @@ def _open_image(path: Optional[str]):
     return Image.open(path), ImageLayout.from_path(path)
 
 
-def _locate(source: Any, vmcore: str, opts: ConvertOptions, image: Any, layout: Any,
-            warnings: list) -> tuple:
+def _locate(source: Any, vmcore: str, opts: ConvertOptions, image: Any, layout: Any) -> tuple:
     """(Location, kernel_base or None)."""
     read = source.read
     kernel_base = None
@@ -251,22 +250,9 @@ def _chunk_sizes(source: Any, image: Any, layout: Any, kernel_base: int) -> Opti
     (a bitmap block only knows its chunk rounded up to 64 pages)."""
     if image is None or kernel_base is None:
         return None
-    try:
-        mks = locate.map_kernel_start(image, layout)
-        var = image.variable("mem_chunks")
-        nr_addr = image.symbol("nr_mem_chunks")
-        esize = image.sizeof(var.type.element)
-        o_start = image.offsetof(var.type.element, "start")
-        o_size = image.offsetof(var.type.element, "size")
-        nr = struct.unpack("<i", source.read(locate.image_pa(kernel_base, mks, nr_addr), 4))[0]
-        out = {}
-        for i in range(max(0, min(nr, var.type.count or 0))):
-            base = locate.image_pa(kernel_base, mks, var.address + i * esize)
-            start = locate._u64(source.read, base + o_start)
-            out[start] = locate._u64(source.read, base + o_size)
-        return out
-    except (DebugInfoError, UnreadableAddress, AttributeError, TypeError):
-        return None
+    mks = locate.map_kernel_start(image, layout)
+    chunks = locate.reserved_chunks(image, lambda va, n: source.read(locate.image_pa(kernel_base, mks, va), n))
+    return dict(chunks) if chunks else None
 
 
 def _read_kmsg(source: Any, loc: locate.Location, image: Any, warnings: list) -> Optional[bytes]:
@@ -275,7 +261,7 @@ def _read_kmsg(source: Any, loc: locate.Location, image: Any, warnings: list) ->
         return None
     lay = locate.kmsg_layout(image)
     try:
-        hdr = source.read(loc.msg_buffer, 16)
+        hdr = source.read(loc.msg_buffer, max(lay[k] for k in ("head", "tail", "len")) + 4)
         head, tail, length = (struct.unpack_from("<i", hdr, lay[k])[0] for k in ("head", "tail", "len"))
         limit = (loc.msg_buffer_size or (lay["str"] + length)) - lay["str"]
         if not 0 < length <= limit or not 0 <= head < length or not 0 <= tail < length:
@@ -295,7 +281,7 @@ def plan(vmcore: str, opts: ConvertOptions) -> Plan:
     source = open_vmcore(vmcore)
     try:
         warnings: list = []
-        loc, kernel_base = _locate(source, vmcore, opts, image, layout, warnings)
+        loc, kernel_base = _locate(source, vmcore, opts, image, layout)
         try:
             blocks = bm.read_blocks(source.read, loc.dps)
         except UnreadableAddress as exc:

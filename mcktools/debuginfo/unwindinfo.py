@@ -60,6 +60,9 @@ class UnwindTables:
         self._files: list = payload["files"]
         self._line_addrs: list = [r[0] for r in payload["lines"]]
         self._lines: list = payload["lines"]
+        self._inlines: list = sorted(payload["inlines"])
+        self._inline_starts = [r[0] for r in self._inlines]
+        self._inline_span = max((r[1] - r[0] for r in self._inlines), default=0)
 
     @property
     def fde_count(self) -> int:
@@ -90,6 +93,27 @@ class UnwindTables:
         return self._files[file_idx], line
 
 
+    def inlined_at(self, pc: int) -> list:
+        """Functions inlined at `pc`, innermost first: [(name, call_file, call_line)]."""
+        hits = []
+        i = bisect.bisect_right(self._inline_starts, pc)
+        lo_bound = pc - self._inline_span
+        while i > 0:
+            i -= 1
+            lo, hi, depth, name, cfile, cline = self._inlines[i]
+            if lo < lo_bound:
+                break
+            if lo <= pc < hi:
+                hits.append((depth, name, cfile, cline))
+        hits.sort(reverse=True)
+        seen, out = set(), []
+        for depth, name, cfile, cline in hits:
+            if depth not in seen:        # one inlined call per nesting level
+                seen.add(depth)
+                out.append((name, cfile, cline))
+        return out
+
+
 def _content_key(path: Path, build_id: Optional[bytes]) -> str:
     h = hashlib.sha256()
     size = 0
@@ -113,7 +137,7 @@ def unwind_tables(image: Any, *, use_cache: bool = True) -> UnwindTables:
     if use_cache:
         cpath = _cache.cache_dir() / f"unwind-{key[:120]}.idx"
         payload = _cache.load(cpath, key)
-        if payload is not None and not {"fdes", "lines", "files", "cfi_section"} <= payload.keys():
+        if payload is not None and not {"fdes", "lines", "files", "cfi_section", "inlines"} <= payload.keys():
             payload = None
     source = "disk"
     if payload is None:
@@ -138,14 +162,15 @@ def build_payload(path: Path) -> dict:
         try:
             elf = ELFFile(fh)
             if not elf.has_dwarf_info() and elf.get_section_by_name(".eh_frame") is None:
-                return {"cfi_section": None, "fdes": [], "lines": [], "files": []}
+                return {"cfi_section": None, "fdes": [], "lines": [], "files": [], "inlines": []}
             dwarf = elf.get_dwarf_info()
             fdes, section = _decode_cfi(dwarf)
             lines, files = _decode_lines(dwarf)
+            inlines = _decode_inlines(dwarf)
         except (ELFError, DWARFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
             # a damaged .eh_frame/.debug_line must not stop the tools: unwind by frame pointers
-            return {"cfi_section": None, "fdes": [], "lines": [], "files": [], "error": str(exc)}
-    return {"cfi_section": section, "fdes": fdes, "lines": lines, "files": files}
+            return {"cfi_section": None, "fdes": [], "lines": [], "files": [], "inlines": [], "error": str(exc)}
+    return {"cfi_section": section, "fdes": fdes, "lines": lines, "files": files, "inlines": inlines}
 
 
 def _decode_cfi(dwarf: Any) -> Tuple[list, Optional[str]]:
@@ -207,3 +232,72 @@ def _decode_lines(dwarf: Any) -> Tuple[list, list]:
     # at one address an end_sequence of the previous sequence loses against a new row
     rows.sort(key=lambda r: (r[0], not r[3]))
     return rows, files
+
+
+def _die_name(die: Any, hops: int = 0) -> Optional[str]:
+    if "DW_AT_name" in die.attributes:
+        v = die.attributes["DW_AT_name"].value
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+    for attr in ("DW_AT_abstract_origin", "DW_AT_specification"):
+        if attr in die.attributes and hops < 8:
+            return _die_name(die.get_DIE_from_attribute(attr), hops + 1)
+    return None
+
+
+def _die_ranges(dwarf: Any, die: Any, cu: Any, cu_base: int) -> list:
+    a = die.attributes
+    if "DW_AT_low_pc" in a and "DW_AT_high_pc" in a:
+        lo = a["DW_AT_low_pc"].value
+        hi = a["DW_AT_high_pc"]
+        end = hi.value if hi.form == "DW_FORM_addr" else lo + hi.value
+        return [(lo, end)]
+    if "DW_AT_ranges" in a:
+        rl = dwarf.range_lists()
+        if rl is None:
+            return []
+        out, base = [], cu_base
+        for e in rl.get_range_list_at_offset(a["DW_AT_ranges"].value, cu=cu):
+            if hasattr(e, "base_address"):
+                base = e.base_address
+            elif getattr(e, "is_absolute", False):
+                out.append((e.begin_offset, e.end_offset))
+            else:
+                out.append((base + e.begin_offset, base + e.end_offset))
+        return [(lo, hi) for lo, hi in out if hi > lo]
+    return []
+
+
+def _decode_inlines(dwarf: Any) -> list:
+    """(lo, hi, depth, name, call file, call line) for every inlined call's code range."""
+    out: list = []
+    if not dwarf.has_debug_info:
+        return out
+    for cu in dwarf.iter_CUs():
+        top = cu.get_top_DIE()
+        cu_base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
+        prog = dwarf.line_program_for_CU(cu)
+        names = []
+        version = 5
+        if prog is not None:
+            version = prog.header["version"]
+            for fe in prog.header["file_entry"]:
+                n = fe.name.decode("utf-8", "replace") if isinstance(fe.name, bytes) else str(fe.name)
+                names.append(os.path.basename(n))
+        stack = [(top, 0)]
+        while stack:
+            die, depth = stack.pop()
+            for child in die.iter_children():
+                tag = child.tag
+                if tag == "DW_TAG_inlined_subroutine":
+                    name = _die_name(child) or "?"
+                    a = child.attributes
+                    cf = a["DW_AT_call_file"].value if "DW_AT_call_file" in a else -1
+                    idx = cf if version >= 5 else cf - 1
+                    cfile = names[idx] if 0 <= idx < len(names) else None
+                    cline = a["DW_AT_call_line"].value if "DW_AT_call_line" in a else None
+                    for lo, hi in _die_ranges(dwarf, child, cu, cu_base):
+                        out.append((lo, hi, depth + 1, name, cfile, cline))
+                    stack.append((child, depth + 1))
+                elif tag in ("DW_TAG_subprogram", "DW_TAG_lexical_block"):
+                    stack.append((child, depth))
+    return out
