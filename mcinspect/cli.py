@@ -248,6 +248,13 @@ def _fmt(v) -> str:
     return str(v)
 
 
+# --- subcommands kept in their own modules --------------------------------------
+
+from .cmd_bt import bt as _bt_command  # noqa: E402
+
+cli.add_command(_bt_command)
+
+
 # --- upstream spellings -------------------------------------------------------
 
 _GROUP_OPTS_WITH_ARG = {"-k", "--kernel", "-d", "--dump", "--os", "--qemu"}

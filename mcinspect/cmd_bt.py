@@ -38,7 +38,7 @@ def render_backtrace(bt) -> str:
     if bt.user_regs is not None:
         out.append(f"    USER MODE FRAME at {bt.user_frame:016x}:")
         for names in _USER_LINES:
-            out.append("    " + "  ".join(f"{n.upper()}: {_hex(bt.user_regs.get(n))}" for n in names))
+            out.append("    " + "  ".join(f"{n.upper()}: {_hex(bt.user_regs.get(n), 8 if n == 'eflags' else 16)}" for n in names))
         out.append(f"    CS: {_hex(bt.user_regs.get('cs'), 4)}  SS: {_hex(bt.user_regs.get('ss'), 4)}")
     if bt.corrupt:
         out.append(f"    -- {bt.corrupt}")

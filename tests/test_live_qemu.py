@@ -182,6 +182,7 @@ CHILD = textwrap.dedent("""
     with frozen(fz):
         print("FROZEN", flush=True)
         if mode == "raise":
+            time.sleep(1.5)  # long enough for the test to see the kernel frozen
             raise RuntimeError("injected failure while frozen")
         time.sleep(60)
 """)

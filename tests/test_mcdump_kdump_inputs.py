@@ -2,7 +2,7 @@
 
 Debian's makedumpfile only takes Linux vmcores, so the fixture's QEMU vmcore
 is given the few Linux structures makedumpfile insists on, written into two
-unused pages of "Linux memory" (the formats helper's `linuxify_core`); McKernel's
+unused pages of "Linux memory" (`tests/kdump_support.linuxify_core`); McKernel's
 chunks, boot_param and bitmap stay untouched.  Every converted file must hold the
 same bytes as the conversion of the ELF original, i.e. as the harness's dumps.
 (kdumpling 0.4.0 was tried as a second writer: it stores the size of one
@@ -34,10 +34,7 @@ needs_makedumpfile = pytest.mark.skipif(shutil.which("makedumpfile") is None, re
 
 
 def _linuxify():
-    try:
-        from tests.test_formats_kdump import linuxify_core
-    except ImportError as exc:          # the formats helper's generator moved
-        pytest.skip(f"linuxify_core not available: {exc}")
+    from tests.kdump_support import linuxify_core
     return linuxify_core
 
 

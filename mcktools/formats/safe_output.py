@@ -39,6 +39,8 @@ def atomic_output(path: "str | os.PathLike[str]", *, overwrite: bool = False) ->
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
+            # mkstemp creates 0600; a published dump gets the usual 0666 & ~umask.
+            os.fchmod(out.fileno(), 0o666 & ~_umask())
             os.fsync(out.fileno())
         _publish(tmp, path, overwrite)
     except OSError as exc:
@@ -47,6 +49,12 @@ def atomic_output(path: "str | os.PathLike[str]", *, overwrite: bool = False) ->
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _publish(tmp: str, path: str, overwrite: bool) -> None:
