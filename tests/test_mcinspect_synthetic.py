@@ -171,7 +171,7 @@ def _one_error_line(p, pattern):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mcinspect: error:"), p.stderr
     assert pattern in lines[0]
-    assert p.elapsed < 1.0      # CPU seconds, interpreter start-up included
+    assert p.elapsed < 15       # hang/loop guard only; speed is measured by bench/mcps.py
 
 
 def test_bad_input(synth, tmp_path, nm):
