@@ -28,7 +28,15 @@ class LiveMcKernelProvider(McKernelProvider):
         self.live_target = live
         self._level = level
         self._session: Any = None
-        self._freezer: Any = None
+        # Made now so that a target we could not freeze (no root, no QMP socket)
+        # fails at start-up with its own message, not as an E reply to gdb.
+        self._freezer = live.freezer(level)
+        if live.kind == "ihk":
+            from mcktools.errors import LiveError
+            try:
+                live.source.query_span()     # an IHK_OS_DUMP call that changes nothing
+            except LiveError as exc:
+                raise LiveError(f"eclair -i stops McKernel with IHK_OS_DUMP: {exc}") from None
         # The base constructor reads the thread list; that waits for the first stop.
         self._started = False
         super().__init__(live.target, options)
@@ -45,8 +53,6 @@ class LiveMcKernelProvider(McKernelProvider):
             return
         from mcktools.live.freeze import frozen
 
-        if self._freezer is None:
-            self._freezer = self.live_target.freezer(self._level)
         session = frozen(self._freezer)
         session.__enter__()
         self._session = session

@@ -15,6 +15,7 @@ subcommand form before parsing.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Optional
 
@@ -40,9 +41,16 @@ def _target(ctx: click.Context):
             from mcktools.model.target import open_target
             obj["target"] = open_target(obj["kernel"], obj["dump"], force=obj["force"])
         else:
+            from mcktools.errors import LiveError
             from mcktools.live.attach import open_live
-            obj["target"] = open_live(obj["kernel"], os_index=obj.get("os") or 0, qemu=obj.get("qemu"),
-                                      force=obj["force"]).target
+            try:
+                obj["target"] = open_live(obj["kernel"], os_index=obj.get("os") or 0, qemu=obj.get("qemu"),
+                                          force=obj["force"]).target
+            except LiveError as exc:
+                if obj.get("os") is not None or obj.get("qemu"):
+                    raise
+                raise LiveError(f"{exc} (no dump given, so the running McKernel was tried; "
+                                "-d DUMP reads a dump)") from None
         for w in obj["target"].warnings:
             click.echo(f"warning: {w}", err=True)
     return obj["target"]
@@ -50,6 +58,29 @@ def _target(ctx: click.Context):
 
 def _emit(text: str) -> None:
     click.echo(text)
+
+
+def _live_retry(fn):
+    """On a running kernel, run the command again when a read was inconsistent
+    (a list or tree changed under the walk).  Commands print only at their end,
+    so a retry never repeats output.  Dumps run the command once."""
+    @functools.wraps(fn)
+    def wrapper(ctx, *args, **kwargs):
+        obj = ctx.find_root().obj
+        if obj.get("dump") or (obj.get("target") is not None and not getattr(obj["target"], "live", False)):
+            return fn(ctx, *args, **kwargs)
+        from mcktools.errors import CorruptStructure, UnreadableAddress
+        from mcktools.live.consistent import ATTEMPTS, invalidate
+        attempt = 1
+        while True:
+            try:
+                return fn(ctx, *args, **kwargs)
+            except (CorruptStructure, UnreadableAddress):
+                if obj.get("target") is None or attempt >= ATTEMPTS:
+                    raise
+                invalidate(obj["target"])
+                attempt += 1
+    return wrapper
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable rows")
@@ -131,6 +162,7 @@ def _mark_changed(table: str, rows: list) -> str:
 @click.argument("who", nargs=-1, required=True)
 @json_option
 @click.pass_context
+@_live_retry
 def mem(ctx, who, as_json):
     """Memory map of processes: WHO is a pid (or tid) or a struct thread address in hex."""
     from mcktools.model.threads import find_thread
@@ -173,6 +205,7 @@ def mem(ctx, who, as_json):
 @click.argument("addrs", nargs=-1)
 @json_option
 @click.pass_context
+@_live_retry
 def vtop(ctx, pid, thread, all_, addrs, as_json):
     """Translate virtual addresses (kernel ones through init_pt without -p/-t)."""
     from mcktools.model.pagetables import Space
@@ -201,6 +234,7 @@ def vtop(ctx, pid, thread, all_, addrs, as_json):
 @cli.command()
 @json_option
 @click.pass_context
+@_live_retry
 def kmsg(ctx, as_json):
     """The kmsg ring, oldest line first (when the dump holds it)."""
     from mcktools.model.kmsg import read_kmsg
@@ -216,6 +250,7 @@ def kmsg(ctx, as_json):
 @cli.command()
 @json_option
 @click.pass_context
+@_live_retry
 def info(ctx, as_json):
     """Dump metadata, CPUs, address map, key symbols, image build-id."""
     from mcktools.model.info import read_info
@@ -251,8 +286,10 @@ def _fmt(v) -> str:
 # --- subcommands kept in their own modules --------------------------------------
 
 from .cmd_bt import bt as _bt_command  # noqa: E402
+from .cmd_shell import shell as _shell_command  # noqa: E402
 
 cli.add_command(_bt_command)
+cli.add_command(_shell_command)
 
 
 # --- upstream spellings -------------------------------------------------------

@@ -6,7 +6,6 @@ print the same tables.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 
 from mcktools.memory.translate import size_name
@@ -14,6 +13,8 @@ from mcktools.memory.translate import size_name
 
 def to_json(data: Any) -> str:
     """JSON with rows (dataclasses with to_dict) turned into objects; ints stay ints."""
+    import json  # only --json output needs it (start-up time of the text commands)
+
     def conv(o):
         if hasattr(o, "to_dict"):
             return conv(o.to_dict())

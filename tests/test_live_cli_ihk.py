@@ -224,10 +224,61 @@ def test_no_permission_is_one_line(node, capsys, monkeypatch):
     monkeypatch.setattr(os, "open", refusing_open)
     rc, out, err = _mcps(["-k", str(d / "mckernel.img")], capsys)
     assert rc != 0 and err.count("\n") == 1
-    assert "no permission to open" in err
+    assert "no permission to open" in err and "IHK_OS_DUMP" in err and "root" in err
 
 
 def test_dump_and_live_options_exclude_each_other(node, capsys):
     make, d, manifest = node
     rc, out, err = _mcps(["-k", str(d / "mckernel.img"), "-d", str(d / "level0.mcdump"), "--os", "1"], capsys)
     assert rc != 0 and "not both" in err
+
+
+def _rsp(payload: str) -> bytes:
+    return f"${payload}#{sum(payload.encode()) % 256:02x}".encode()
+
+
+def test_eclair_live_freezes_at_each_stop_and_resumes(node):
+    """eclair -i over the emulated /dev/mcos0: attach and Ctrl-C freeze (DUMP_NMI),
+    continue and detach resume (DUMP_NMI_CONT); threads are those of the run queues."""
+    from eclair.mckernel_provider import open_provider
+    from eclair.provider import ProviderOptions
+    from eclair.server import GdbServer
+    make, d, manifest = node
+    dev = make()
+
+    def ops():
+        return [o for o in json.loads(open(dev).read())["ops"] if o != "QUERY_ALL"]
+
+    provider = open_provider(None, str(d / "mckernel.img"), ProviderOptions(interactive=True))
+    try:
+        assert ops() == []  # opening reads only
+        srv = GdbServer(provider)
+        out = srv.on_bytes(_rsp("?"))
+        assert b"$T05thread:" in out
+        assert ops() == ["SET_LEVEL", "NMI"]
+        out = srv.on_bytes(b"+" + _rsp("qfThreadInfo"))
+        ids = {int(x, 16) for x in out.split(b"$m")[1].split(b"#")[0].decode().split(",")}
+        runq = {t["tid"] for t in manifest["threads"] if any(t["addr"] in c["runq"] for c in manifest["cpus"])}
+        assert ids == runq
+        srv.on_bytes(b"+" + _rsp("c"))
+        assert ops()[-1] == "NMI_CONT"
+        out = srv.on_bytes(b"\x03")
+        assert b"$T02" in out
+        assert ops() == ["SET_LEVEL", "NMI", "NMI_CONT", "SET_LEVEL", "NMI"]
+        srv.on_bytes(b"+" + _rsp("D"))
+        assert srv.closed
+    finally:
+        provider.close()
+    state = json.loads(open(dev).read())
+    assert ops()[-1] == "NMI_CONT" and state["completion_flag"] == 0 and state["cont_count"] == 2
+
+
+def test_eclair_live_without_root_fails_at_start(node):
+    from eclair.mckernel_provider import open_provider
+    from eclair.provider import ProviderOptions
+    from mcktools.errors import LiveError
+    make, d, manifest = node
+    dev = make(root=False)
+    with pytest.raises(LiveError, match="needs root"):
+        open_provider(None, str(d / "mckernel.img"), ProviderOptions(interactive=True))
+    assert json.loads(open(dev).read())["nmi_count"] == 0

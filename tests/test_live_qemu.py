@@ -219,3 +219,24 @@ def test_killed_tool_leaves_the_kernel_running(guest, mode):
     fz = HarnessFreezer(m, image_info(run.image))
     assert fz.completion_flag() != COMPLETED
     assert all(w == (1 << 64) - 1 for b in fz.boot_blocks for w in b.words[:-1])
+
+
+def test_freeze_cut_short_is_still_released(guest):
+    """A freeze that times out after the NMI went out (the CPUs may still be
+    parking) must leave the kernel running, not frozen later."""
+    from mcktools.errors import LiveError
+    from mcktools.live.freeze import frozen
+    from mcktools.live.qemu import QemuFreezer
+    m, run, manifest = guest
+    fz = QemuFreezer(run)
+    hurried = fz._fz.freeze
+    fz._fz.freeze = lambda level, timeout: hurried(level, timeout=0.0)
+    try:
+        with pytest.raises(LiveError, match="timed out|no 'MCKTOOLS-FROZEN-MANIFEST"):
+            with frozen(fz):
+                pass
+    finally:
+        fz.close()
+    assert wait_running(m, manifest), "a freeze cut short left the kernel frozen"
+    assert HarnessFreezer(m, image_info(run.image)).completion_flag() != COMPLETED
+    assert m.qmp.execute("query-status")["status"] == "running"

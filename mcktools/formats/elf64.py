@@ -4,7 +4,10 @@ Only what the dump formats need: the file header, section headers, program
 headers and note headers.  The schemas are `construct` definitions; the bulk
 section-table parser uses an equivalent `struct` format because an mcdump can
 hold 70 000+ section headers and per-record construct parsing would take
-seconds (the equivalence is checked at import time).
+seconds.  The construct schemas are built on first use (module __getattr__),
+where their equivalence with the `struct` formats is checked: importing
+construct costs ~40 ms, more than a whole `mcps` run may spend on imports, and
+readers only need the `struct` formats.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import Optional
-
-from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
 
 from ..errors import FormatError
 
@@ -53,65 +54,100 @@ EHDR_SIZE = 64
 SHDR_SIZE = 64
 PHDR_SIZE = 56
 
-Elf64_Ehdr = Struct(
-    "ei_magic" / Bytes(4),
-    "ei_class" / Int8ul,
-    "ei_data" / Int8ul,
-    "ei_version" / Int8ul,
-    "ei_osabi" / Int8ul,
-    "ei_abiversion" / Int8ul,
-    Padding(7),
-    "e_type" / Int16ul,
-    "e_machine" / Int16ul,
-    "e_version" / Int32ul,
-    "e_entry" / Int64ul,
-    "e_phoff" / Int64ul,
-    "e_shoff" / Int64ul,
-    "e_flags" / Int32ul,
-    "e_ehsize" / Int16ul,
-    "e_phentsize" / Int16ul,
-    "e_phnum" / Int16ul,
-    "e_shentsize" / Int16ul,
-    "e_shnum" / Int16ul,
-    "e_shstrndx" / Int16ul,
-)
+def _schemas() -> dict:
+    """The construct definitions (imported and built on first use)."""
+    from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Padding, Struct
 
-Elf64_Shdr = Struct(
-    "sh_name" / Int32ul,
-    "sh_type" / Int32ul,
-    "sh_flags" / Int64ul,
-    "sh_addr" / Int64ul,
-    "sh_offset" / Int64ul,
-    "sh_size" / Int64ul,
-    "sh_link" / Int32ul,
-    "sh_info" / Int32ul,
-    "sh_addralign" / Int64ul,
-    "sh_entsize" / Int64ul,
-)
+    ehdr = Struct(
+        "ei_magic" / Bytes(4),
+        "ei_class" / Int8ul,
+        "ei_data" / Int8ul,
+        "ei_version" / Int8ul,
+        "ei_osabi" / Int8ul,
+        "ei_abiversion" / Int8ul,
+        Padding(7),
+        "e_type" / Int16ul,
+        "e_machine" / Int16ul,
+        "e_version" / Int32ul,
+        "e_entry" / Int64ul,
+        "e_phoff" / Int64ul,
+        "e_shoff" / Int64ul,
+        "e_flags" / Int32ul,
+        "e_ehsize" / Int16ul,
+        "e_phentsize" / Int16ul,
+        "e_phnum" / Int16ul,
+        "e_shentsize" / Int16ul,
+        "e_shnum" / Int16ul,
+        "e_shstrndx" / Int16ul,
+    )
+    shdr = Struct(
+        "sh_name" / Int32ul,
+        "sh_type" / Int32ul,
+        "sh_flags" / Int64ul,
+        "sh_addr" / Int64ul,
+        "sh_offset" / Int64ul,
+        "sh_size" / Int64ul,
+        "sh_link" / Int32ul,
+        "sh_info" / Int32ul,
+        "sh_addralign" / Int64ul,
+        "sh_entsize" / Int64ul,
+    )
+    phdr = Struct(
+        "p_type" / Int32ul,
+        "p_flags" / Int32ul,
+        "p_offset" / Int64ul,
+        "p_vaddr" / Int64ul,
+        "p_paddr" / Int64ul,
+        "p_filesz" / Int64ul,
+        "p_memsz" / Int64ul,
+        "p_align" / Int64ul,
+    )
+    nhdr = Struct(
+        "n_namesz" / Int32ul,
+        "n_descsz" / Int32ul,
+        "n_type" / Int32ul,
+    )
+    assert SHDR_STRUCT.size == shdr.sizeof() == SHDR_SIZE
+    assert PHDR_STRUCT.size == phdr.sizeof() == PHDR_SIZE
+    assert EHDR_STRUCT.size == ehdr.sizeof() == EHDR_SIZE
+    return {"Elf64_Ehdr": ehdr, "Elf64_Shdr": shdr, "Elf64_Phdr": phdr, "Elf64_Nhdr": nhdr}
 
-Elf64_Phdr = Struct(
-    "p_type" / Int32ul,
-    "p_flags" / Int32ul,
-    "p_offset" / Int64ul,
-    "p_vaddr" / Int64ul,
-    "p_paddr" / Int64ul,
-    "p_filesz" / Int64ul,
-    "p_memsz" / Int64ul,
-    "p_align" / Int64ul,
-)
 
-Elf64_Nhdr = Struct(
-    "n_namesz" / Int32ul,
-    "n_descsz" / Int32ul,
-    "n_type" / Int32ul,
-)
+_SCHEMAS: dict = {}
 
-# Same layout as Elf64_Shdr / Elf64_Phdr, for fast bulk parsing and building.
+
+def __getattr__(name: str):
+    """Elf64_Ehdr / Elf64_Shdr / Elf64_Phdr / Elf64_Nhdr, built on first access."""
+    if name in ("Elf64_Ehdr", "Elf64_Shdr", "Elf64_Phdr", "Elf64_Nhdr"):
+        if not _SCHEMAS:
+            _SCHEMAS.update(_schemas())
+        return _SCHEMAS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Same layouts as the construct schemas, for fast parsing and building.
 SHDR_STRUCT = struct.Struct("<IIQQQQIIQQ")
 PHDR_STRUCT = struct.Struct("<IIQQQQQQ")
-assert SHDR_STRUCT.size == Elf64_Shdr.sizeof() == SHDR_SIZE
-assert PHDR_STRUCT.size == Elf64_Phdr.sizeof() == PHDR_SIZE
-assert Elf64_Ehdr.sizeof() == EHDR_SIZE
+EHDR_STRUCT = struct.Struct("<4sBBBBB7xHHIQQQIHHHHHH")
+_EHDR_FIELDS = ("ei_magic", "ei_class", "ei_data", "ei_version", "ei_osabi", "ei_abiversion", "e_type",
+                "e_machine", "e_version", "e_entry", "e_phoff", "e_shoff", "e_flags", "e_ehsize",
+                "e_phentsize", "e_phnum", "e_shentsize", "e_shnum", "e_shstrndx")
+
+
+class ElfHeader:
+    """A parsed ELF64 file header with the construct schema's field names as attributes."""
+
+    __slots__ = _EHDR_FIELDS
+
+    def __init__(self, values):
+        for name, v in zip(_EHDR_FIELDS, values):
+            setattr(self, name, v)
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return "ElfHeader(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in _EHDR_FIELDS) + ")"
 
 
 @dataclass  # not frozen: built by the tens of thousands, and frozen init is 2x slower
@@ -152,7 +188,7 @@ def parse_ehdr(buf, what: str = "file"):
         raise FormatError(f"{what} is not an ELF file (bad magic)")
     if len(buf) < EHDR_SIZE:
         raise FormatError(f"{what} is truncated: {len(buf)} bytes, shorter than an ELF64 header")
-    hdr = Elf64_Ehdr.parse(bytes(buf[:EHDR_SIZE]))
+    hdr = ElfHeader(EHDR_STRUCT.unpack_from(bytes(buf[:EHDR_SIZE])))
     if hdr.ei_class != ELFCLASS64:
         raise FormatError(f"{what} is not a 64-bit ELF file (class {hdr.ei_class})")
     if hdr.ei_data != ELFDATA2LSB:
@@ -169,7 +205,7 @@ def build_ehdr(**fields) -> bytes:
         e_shentsize=0, e_shnum=0, e_shstrndx=0,
     )
     values.update(fields)
-    return Elf64_Ehdr.build(values)
+    return EHDR_STRUCT.pack(*(values[name] for name in _EHDR_FIELDS))
 
 
 def _cstr(table, offset: int, what: str) -> str:

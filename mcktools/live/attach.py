@@ -90,14 +90,20 @@ class LiveTarget:
         self.target.close()
 
 
-def _ihk_source(os_index: int):
+def ihk_source(os_index: int):
     from ..memory.sources.ihkdev import IhkDeviceSource, device_path
 
     path = os.environ.get(DEVICE_ENV)
     if path:
         path = path.replace("{os}", str(os_index))
-    return IhkDeviceSource(os_index, path=path or device_path(os_index),
-                           ioctl=os.environ.get(IOCTL_ENV) or None)
+    try:
+        return IhkDeviceSource(os_index, path=path or device_path(os_index),
+                               ioctl=os.environ.get(IOCTL_ENV) or None)
+    except LiveError as exc:
+        if "no permission" not in str(exc):
+            raise
+        raise LiveError(f"{exc}; reading (mcps, mcinspect) needs only access to the device, while "
+                        "freezing (mcdump create, eclair -i) also needs root for IHK_OS_DUMP") from None
 
 
 def _kernel_base_via_driver(source: Any, image: Any) -> Optional[int]:
@@ -131,9 +137,9 @@ def open_live(kernel: Optional[str] = None, *, os_index: int = 0, qemu: Optional
             return QemuFreezer(run, path, level=level)
         make, kind = qemu_freezer, "qemu"
     else:
-        source = _ihk_source(os_index)
+        path = find_kernel_image(kernel)   # before the device: needs nothing from the node
+        source = ihk_source(os_index)
         try:
-            path = find_kernel_image(kernel)
             image = Image.open(path)
         except BaseException:
             source.close()

@@ -92,9 +92,9 @@ def create_dump(out: Optional[str] = None, *, level: int = 0, os_index: int = 0,
         live = None  # ihkosctl needs no image: dump without kmsg
         warnings.append(f"{exc}; the dump has no kmsg section")
     if live is None:
-        from .attach import _ihk_source
+        from .attach import ihk_source
         from .ihk import IhkFreezer
-        source = _ihk_source(os_index)
+        source = ihk_source(os_index)
         target = None
         freezer: Any = IhkFreezer(source, level)
         kind = "ihk"

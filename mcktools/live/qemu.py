@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import LiveError
 from ..memory.sources.qemu import QemuRun
-from ..qemu.freeze import COMPLETED, DUMP_LEVEL_ALL, Freezer as HarnessFreezer, Frozen as FrozenState
+from ..qemu.freeze import (
+    COMPLETED, DUMP_LEVEL_ALL, NMI_MODE_RESUME, Freezer as HarnessFreezer, Frozen as FrozenState,
+)
 from ..qemu.imageinfo import image_info
 from ..qemu.machine import Machine, MachineConfig, SerialLog
 from ..qemu.qmp import QMPClient
+
+
+#: how long release() waits for a freeze that was cut short to complete
+LATE_FREEZE_WAIT = 5.0
 
 
 class OneShotQMP:
@@ -105,6 +112,7 @@ class QemuFreezer:
             raise LiveError(f"kernel image {image!r} of the QEMU guest does not exist")
         self.level = int(level)
         self.timeout = timeout
+        self._attempted = False
         self.machine = RemoteMachine(run)
         try:
             self._fz = HarnessFreezer(self.machine, image_info(image), pause=pause)
@@ -130,12 +138,26 @@ class QemuFreezer:
     def freeze(self) -> None:
         if self._fz.frozen is not None:
             return
+        self._attempted = True
         self._fz.freeze(self.level, timeout=self.timeout)
 
     def release(self) -> None:
         if self.machine.mem is None:
             return
-        self._fz.release(timeout=self.timeout)
+        if self._attempted and self._fz.completion_flag() != COMPLETED:
+            # A freeze cut short (timeout, signal) may still complete: let it, then
+            # release it, rather than leave CPUs to park after we have gone.
+            deadline = time.monotonic() + LATE_FREEZE_WAIT
+            while self._fz.completion_flag() != COMPLETED and time.monotonic() < deadline \
+                    and self.machine.alive():
+                time.sleep(0.01)
+        released = self._fz.release(timeout=self.timeout)
+        if not released and self._attempted:
+            # Never completed: RESUME lets any CPU still on its way through the NMI return.
+            self.machine.write_i32(self._fz.nmi_mode_pa, NMI_MODE_RESUME)
+            if self.machine.qmp.execute("query-status").get("status") == "paused":
+                self.machine.qmp.execute("cont")
+        self._attempted = False
 
     def read_phys(self, pa: int, size: int) -> bytes:
         return self.machine.read_phys(pa, size)

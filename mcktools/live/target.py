@@ -99,13 +99,12 @@ def main(argv: Optional[list] = None) -> int:
                 print(json.dumps(json.loads(run.to_json()) | {"folder": run.folder}), flush=True)
             else:
                 print(instructions(run), flush=True)
-            try:
-                while m.alive():
-                    time.sleep(0.2)
-                print("QEMU exited.", file=sys.stderr)
-                return 1
-            except KeyboardInterrupt:
-                return 0
+            while m.alive():
+                time.sleep(0.2)
+            print("QEMU exited.", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        return 0   # Ctrl-C or SIGTERM: the guest was shut down on the way out
     finally:
         signal.signal(signal.SIGTERM, old)
 

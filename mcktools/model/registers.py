@@ -10,13 +10,18 @@
 * The user registers of a thread inside the kernel: the `x86_user_context`
   frame at `uctx` (§7.4).
 
-Values are dicts name -> int | None in GDB amd64 order (GDB_REGS).
+Values are dicts name -> int | None in GDB amd64 order (GDB_REGS).  Where the
+kernel stored placeholders rather than register values the dicts say None
+(unavailable), never the placeholder: ds/es/fs/gs come from a frame area the
+entry code never fills, and for an NMI taken in user mode the kernel writes 0
+for rax, rcx, rdx and r8-r11 (reference §7.3).  The byte-level decoders
+(`decode_panic_regs`, `kregs_registers`) are shared with eclair (eclair.regsets).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from ..errors import DebugInfoError, UnreadableAddress
 from .objects import Object
@@ -27,22 +32,60 @@ GDB_REGS32 = ("eflags", "cs", "ss", "ds", "es", "fs", "gs")
 GDB_REGS = GDB_REGS64 + GDB_REGS32
 
 
+PANIC_REGS_QWORDS = 21
+PANIC_REGS_SIZE = PANIC_REGS_QWORDS * 8
+_NEVER_FILLED = ("ds", "es", "fs", "gs")
+_ZEROED_FOR_USER = ("rax", "rcx", "rdx", "r8", "r9", "r10", "r11")
+#: struct x86_kregs members that hold real values after a switch-out (reference §7.1)
+KREGS_KEPT = ("rsp", "rbp", "rbx", "rsi", "rdi", "r12", "r13", "r14", "r15")
+
+
 def _empty() -> dict:
     return {r: None for r in GDB_REGS}
 
 
+def kregs_registers(ctx: Mapping[str, int], switch_context_entry: Optional[int]) -> Dict[str, Optional[int]]:
+    """Registers of a switched-out thread from its x86_kregs members (a mapping
+    member name -> value); rip is `ihk_mc_switch_context`'s entry (§7.2)."""
+    regs: Dict[str, Optional[int]] = _empty()
+    for name in KREGS_KEPT:
+        if name in ctx:
+            regs[name] = int(ctx[name])
+    if "rflags" in ctx:
+        regs["eflags"] = int(ctx["rflags"]) & 0xFFFFFFFF
+    regs["rip"] = switch_context_entry
+    return regs
+
+
+def decode_panic_regs(raw: bytes, *, enter_user_mode: Optional[int] = None) -> Dict[str, Optional[int]]:
+    """A CPU's panic_regs bytes -> registers.  `enter_user_mode` is that symbol's
+    address: the kernel stores it as rip when the NMI hit user mode, and then the
+    zeroed slots are not values."""
+    if len(raw) < 17 * 8 + 7 * 4:
+        raise ValueError(f"panic_regs needs {17 * 8 + 7 * 4} bytes, got {len(raw)}")
+    regs: Dict[str, Optional[int]] = dict(zip(GDB_REGS64, struct.unpack_from("<17Q", raw, 0)))
+    regs.update(zip(GDB_REGS32, struct.unpack_from("<7I", raw, 17 * 8)))
+    for name in _NEVER_FILLED:
+        regs[name] = None
+    if enter_user_mode is not None and regs["rip"] == enter_user_mode:
+        for name in _ZEROED_FOR_USER:
+            regs[name] = None
+    return regs
+
+
+def _symbol_or_none(t: Any, name: str) -> Optional[int]:
+    try:
+        return t.symbol(name)
+    except DebugInfoError:
+        return None
+
+
 def kernel_context(t: Any, thread: Object) -> dict:
     """Registers of a switched-out thread from `thread->ctx`."""
-    regs = _empty()
     ctx = thread.ctx
-    for name in ("rbx", "rsi", "rdi", "rbp", "rsp", "r12", "r13", "r14", "r15"):
-        regs[name] = int(ctx.member_(name))
-    regs["eflags"] = int(ctx.rflags) & 0xFFFFFFFF
-    try:
-        regs["rip"] = t.symbol("ihk_mc_switch_context")
-    except DebugInfoError:
-        regs["rip"] = None
-    return regs
+    values = {name: int(ctx.member_(name)) for name in KREGS_KEPT}
+    values["rflags"] = int(ctx.rflags)
+    return kregs_registers(values, _symbol_or_none(t, "ihk_mc_switch_context"))
 
 
 def return_address(t: Any, thread: Object) -> Optional[int]:
@@ -72,10 +115,8 @@ def panic_registers(t: Any, cpu: int) -> Optional[dict]:
     loc = locals_of(t, cpu)
     if not int(loc.paniced):
         return None
-    raw = t.read(loc.panic_regs.address_, 21 * 8)
-    regs = dict(zip(GDB_REGS64, struct.unpack_from("<17Q", raw)))
-    regs.update(zip(GDB_REGS32, struct.unpack_from("<7I", raw, 17 * 8)))
-    return regs
+    raw = t.read(loc.panic_regs.address_, PANIC_REGS_SIZE)
+    return decode_panic_regs(raw, enter_user_mode=_symbol_or_none(t, "enter_user_mode"))
 
 
 def user_registers(t: Any, thread: Object) -> Optional[dict]:

@@ -224,7 +224,8 @@ class Unwinder:
         found = self._entry_frame(regs, stack)
         if found != (None, None, None):
             return found
-        return self._step_fp(regs, stack)
+        hit = self.t.lookup_symbol(look)
+        return self._step_fp(regs, stack, at_entry=hit is not None and hit[1] == 0 and look == regs.get("rip"))
 
     def _entry_frame(self, regs: dict, stack: Optional[Tuple[int, int]]):
         """The x86_user_context an entry stub pushed at sp, if there is one: user mode ends
@@ -276,7 +277,15 @@ class Unwinder:
             return None, None, None
         return new, ra_slot, None
 
-    def _step_fp(self, regs: dict, stack: Optional[Tuple[int, int]]):
+    def _step_fp(self, regs: dict, stack: Optional[Tuple[int, int]], at_entry: bool = False):
+        if at_entry:
+            # pc is a function's first instruction: nothing pushed yet, [rsp] is the return address
+            new: Dict[str, Optional[int]] = {r: None for r in _GPRS}
+            for r in _CALLEE_SAVED:
+                new[r] = regs.get(r)
+            new["rip"] = self._read(regs["rsp"], stack, "return address")
+            new["rsp"] = regs["rsp"] + 8
+            return new, regs["rsp"], None
         rbp = regs.get("rbp")
         if not rbp:
             return None, None, None
