@@ -84,7 +84,11 @@ def select_threads(t, who: tuple, cpus: tuple, all_: bool) -> list:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable rows")
 @click.pass_context
 def bt(ctx, who, cpus, all_, max_frames, as_json):
-    """Kernel backtrace of threads: WHO is a tid or a struct thread address (hex)."""
+    """Kernel backtraces: WHO is a tid or a struct thread address (hex).
+
+    Without WHO or --cpu: the current thread of every CPU.  A thread that came
+    from user mode ends with its user register frame; bad stack data ends the
+    trace with "-- stack corrupt at ADDR: ..."."""
     from mcktools.model.unwind import thread_backtrace
 
     from . import render
