@@ -203,3 +203,31 @@ def test_frame_pointer_fallback_agrees_with_cfi(case):
         assert user_at == bt.user_frame
         compared += 1
     assert compared >= 6
+
+
+def test_kernel_mode_exception_frame_is_crossed(fixture_dir):
+    """The #PF frame of the panic scenario sits on the panicking thread's stack; a walk that
+    starts in the fault's entry stub crosses it into the faulting code (sys_test_panic) and
+    goes on to the same user frame as the panic_regs trace."""
+    from mcktools.model.unwind import Unwinder, cpu_backtrace
+    t, man, _ = _open(fixture_dir, "panic", "level0")
+    with t:
+        panic = man["panic"]
+        info = next(i for i in t.threads() if i.row.current and i.row.cpu == panic["cpu"])
+        lo, hi = info.row.addr, info.row.addr + 0x20000
+        raw = t.read(lo, hi - lo)
+        # x86_user_context offsets from the ABI reference (7.4): is_gpr_valid 48, rip 184, cs 192
+        frames = [a for a in range(0, len(raw) - 224, 8)
+                  if raw[a + 48] == 1 and int.from_bytes(raw[a + 184:a + 192], "little") == panic["rip"]
+                  and int.from_bytes(raw[a + 192:a + 200], "little") == 0x20]
+        assert len(frames) == 1
+        at = lo + frames[0]
+        stub_return = int.from_bytes(raw[frames[0] - 8:frames[0]], "little")   # pushed by `call`
+        uw = Unwinder(t)
+        got, end, corrupt, user_at, _ = uw.unwind({"rip": stub_return, "rsp": at}, (lo, hi))
+        assert not corrupt, end
+        names = [(f.function, f.kind) for f in got]
+        assert names[0][0] == "vector_14"
+        assert names[1] == (panic["function"], "exception") and got[1].pc == panic["rip"]
+        assert [n for n, _ in names[2:]] == ["syscall_dispatch", "syscall_entry"]
+        assert user_at == cpu_backtrace(t, panic["cpu"]).user_frame

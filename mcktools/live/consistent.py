@@ -22,7 +22,6 @@ T = TypeVar("T")
 
 ATTEMPTS = 8
 #: keys of Target's memo that describe kernel state (re-read at every live query)
-STATE_KEYS = ("cpus", "threads", "processes")
 
 
 @dataclass
@@ -36,11 +35,8 @@ def invalidate(target: Any) -> None:
     """Forget the model's memoised kernel state so the next query reads memory again.
 
     Target memoises cpus/threads/processes because a dump never changes; a live
-    kernel does.  (Target has no public hook for this yet: reported to the model owner.)"""
-    cache = getattr(target, "_cache", None)
-    if isinstance(cache, dict):
-        for key in STATE_KEYS:
-            cache.pop(key, None)
+    kernel does."""
+    target.forget_state()
 
 
 def retry(target: Any, fn: Callable[[], T], *, attempts: int = ATTEMPTS, what: str = "kernel state") -> T:

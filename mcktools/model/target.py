@@ -288,6 +288,12 @@ class Target:
             return None
 
     # --- model views (memoised per Target: a dump does not change) ---
+    def forget_state(self) -> None:
+        """Drop memoised CPUs, threads and processes: a live kernel moves on, so the
+        next query must read memory again.  Symbols and enum names stay cached."""
+        for key in ("cpus", "threads", "processes"):
+            self._cache.pop(key, None)
+
     def _memo(self, key: str, fn):
         if key not in self._cache:
             self._cache[key] = fn(self)
