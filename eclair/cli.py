@@ -148,28 +148,37 @@ def close_provider(provider: object) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-d", "dump", default="mcdump", show_default=True, metavar="DUMP",
               help="Dump file written by ihkosctl dump.")
-@click.option("-k", "kernel", default="mckernel.img", show_default=True, metavar="IMAGE",
-              help="McKernel image with symbols.")
+@click.option("-k", "kernel", default=None, metavar="IMAGE",
+              help="McKernel image with symbols [default: mckernel.img for a dump; with -i the "
+                   "installed image, as mcinspect finds it].")
 @click.option("-c", "cpu_threads", is_flag=True, help="Add one thread per CPU (id 1000000 + cpu).")
 @click.option("-l", "idle_threads", is_flag=True, help="Also list idle threads.")
 @click.option("-i", "interactive", is_flag=True, help="Debug a live McKernel via /dev/mcosN.")
 @click.option("-o", "os_index", type=int, default=0, show_default=True, metavar="ID",
               help="OS index for -i.")
+@click.option("--qemu", "qemu_run", metavar="DIR",
+              help="With -i: a reference-kernel run folder (mcktools-live) instead of /dev/mcosN.")
+@click.option("--force", is_flag=True, help="Use an image whose build-id does not match the dump.")
 @click.option("--stdio", is_flag=True, help="Serve on stdin/stdout (for 'target remote | eclair --stdio').")
 @click.option("--listen", metavar="[HOST:]PORT", help="Serve one connection on a TCP port (127.0.0.1 by default).")
 @click.option("--gdb", "gdb_path", default="gdb", envvar="ECLAIR_GDB", show_default=True, metavar="PATH",
               help="gdb to start.")
 @click.option("--log", "log_path", metavar="FILE", help="Write a packet log to FILE.")
-def _cli(dump, kernel, cpu_threads, idle_threads, interactive, os_index, stdio, listen, gdb_path, log_path):
+def _cli(dump, kernel, cpu_threads, idle_threads, interactive, os_index, qemu_run, force, stdio, listen,
+         gdb_path, log_path):
     """Debug a McKernel dump (or a live McKernel with -i) with gdb."""
     if stdio and listen:
         raise McktoolsError("--stdio and --listen exclude each other")
-    if not os.path.exists(kernel):
+    if qemu_run and not interactive:
+        raise McktoolsError("--qemu needs -i (live debugging)")
+    if kernel is None and not interactive:
+        kernel = "mckernel.img"           # upstream eclair's default
+    if kernel is not None and not os.path.exists(kernel):
         raise McktoolsError(f"kernel image not found: {kernel}")
     if not interactive and not os.path.exists(dump):
         raise McktoolsError(f"dump file not found: {dump}")
     options = ProviderOptions(cpu_threads=cpu_threads, idle_threads=idle_threads,
-                              interactive=interactive, os_index=os_index)
+                              interactive=interactive, os_index=os_index, qemu_run=qemu_run, force=force)
     log = make_logger(log_path)
     open_provider = load_open_provider()
     provider = open_provider(None if interactive else dump, kernel, options)
@@ -178,11 +187,26 @@ def _cli(dump, kernel, cpu_threads, idle_threads, interactive, os_index, stdio, 
             return serve_stdio(provider, log)
         if listen:
             return serve_listen(provider, listen, log)
-        source = f"live debug mode (/dev/mcos{os_index})" if interactive else f"dump file: {dump}"
+        if interactive:
+            where = f"QEMU run {qemu_run}" if qemu_run else f"/dev/mcos{os_index}"
+            source = f"live debug mode ({where})"
+        else:
+            source = f"dump file: {dump}"
         print(f"eclair using {source}", flush=True)
-        return serve_with_gdb(provider, kernel, gdb=gdb_path, log=log)
+        image = kernel or _provider_image(provider)
+        return serve_with_gdb(provider, image, gdb=gdb_path, log=log)
     finally:
         close_provider(provider)
+
+
+def _provider_image(provider: object) -> str:
+    """The image a live provider resolved (gdb needs it for symbols)."""
+    target = getattr(provider, "t", None) or getattr(provider, "target", None)
+    image = getattr(target, "image", None)
+    path = getattr(image, "path", None)
+    if not path:
+        raise McktoolsError("no kernel image: give -k IMAGE")
+    return str(path)
 
 
 def invoke_click(command: click.Command, prog: str, argv: Optional[List[str]]) -> Callable[[], object]:

@@ -109,10 +109,11 @@ class LiveMcKernelProvider(McKernelProvider):
 
 
 def open_live_provider(kernel: Optional[str], options: ProviderOptions) -> LiveMcKernelProvider:
-    """The -i target: /dev/mcos<-o N>, or the QEMU run folder in $MCKTOOLS_QEMU_RUN."""
+    """The -i target: /dev/mcos<-o N>, or a QEMU run folder (--qemu or $MCKTOOLS_QEMU_RUN)."""
     from mcktools.live.attach import QEMU_RUN_ENV, open_live
 
-    live = open_live(kernel, os_index=options.os_index, qemu=os.environ.get(QEMU_RUN_ENV) or None)
+    qemu = options.qemu_run or os.environ.get(QEMU_RUN_ENV) or None
+    live = open_live(kernel, os_index=options.os_index, qemu=qemu, force=options.force)
     try:
         return LiveMcKernelProvider(live, options)
     except BaseException:

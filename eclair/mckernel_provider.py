@@ -390,7 +390,7 @@ def open_provider(dump: Optional[str], kernel: str, options: ProviderOptions) ->
                                 "take a dump with ihkosctl and use -d DUMP") from None
         return open_live_provider(kernel, options)
     from mcktools.model.target import Target
-    target = Target.open(kernel, dump)
+    target = Target.open(kernel, dump, force=options.force)
     try:
         return McKernelProvider(target, options)
     except BaseException:

@@ -51,6 +51,8 @@ class ProviderOptions:
     idle_threads: bool = False  # -l: include idle threads
     interactive: bool = False  # -i: live /dev/mcosN instead of a dump
     os_index: int = 0  # -o: which /dev/mcosN
+    qemu_run: Optional[str] = None  # --qemu: a reference-kernel run folder instead of /dev/mcosN
+    force: bool = False  # --force: use an image that does not match the dump
 
 
 #: gdb thread id of CPU pseudo-threads is CPU_TID_BASE + cpu (as upstream eclair).

@@ -26,10 +26,11 @@ def tables(image, tmp_path_factory):
     from mcktools.debuginfo.unwindinfo import unwind_tables
     os.environ["MCKTOOLS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     try:
+        from mcktools.debuginfo import unwindinfo
         with Image.open(image) as im:
             built = unwind_tables(im, use_cache=False)
-            first = unwind_tables(im)            # builds and stores
-            from mcktools.debuginfo import unwindinfo
+            unwindinfo._MEMORY.clear()           # forget what earlier tests loaded
+            first = unwind_tables(im)            # builds and stores (empty cache folder)
             unwindinfo._MEMORY.clear()
             again = unwind_tables(im)            # from disk
     finally:

@@ -1,11 +1,13 @@
-"""Call-frame information (CFI) and a line table of a kernel image, for unwinding.
+"""Call-frame information (CFI), line table and inlined calls of a kernel image.
 
 The unwinder needs, for any code address, the rule that recovers the caller's
 registers (CFA = reg + offset, saved registers at CFA + n) and, for display,
-the source line.  Both are decoded from `.eh_frame` (else `.debug_frame`) and
-`.debug_line` with pyelftools -- slow to import and to run -- so the decoded
-tables are stored as plain tuples (marshal) next to the DWARF index, under the
-same content key (format, build-id, size, SHA-256), and memoised per process.
+the source line and the calls the compiler inlined there (each is a frame, as
+in gdb and drgn).  They are decoded from `.eh_frame` (else `.debug_frame`),
+`.debug_line` and the DW_TAG_inlined_subroutine DIEs with pyelftools -- slow to
+import and to run -- so the decoded tables are stored as plain tuples (marshal)
+in the DWARF index's cache folder, under the same kind of content key (format,
+build-id, size, SHA-256), and memoised per process.
 
 Rule kinds in a row: "o" = saved at CFA+arg, "v" = value is CFA+arg,
 "r" = in register arg, "s" = same value, "u" = undefined, "x" = an expression
@@ -27,7 +29,7 @@ from . import cache as _cache
 FORMAT = 1
 _MEMORY: Dict[str, "UnwindTables"] = {}
 
-#: DWARF register numbers of x86_64 (System V psABI, figure 3.36)
+#: DWARF register numbers of x86_64 (System V psABI, figure 3.36); 16 = return address
 X86_64_DWARF_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
                      "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")
 RA_REGNO = 16
@@ -135,7 +137,7 @@ def unwind_tables(image: Any, *, use_cache: bool = True) -> UnwindTables:
     cpath = None
     payload = None
     if use_cache:
-        cpath = _cache.cache_dir() / f"unwind-{key[:120]}.idx"
+        cpath = _cache.cache_dir() / f"{key[:120]}.idx"   # "unwind1-v1-<build-id>-..."
         payload = _cache.load(cpath, key)
         if payload is not None and not {"fdes", "lines", "files", "cfi_section", "inlines"} <= payload.keys():
             payload = None

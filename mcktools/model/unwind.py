@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from ..debuginfo.unwindinfo import RA_REGNO, unwind_tables
+from ..debuginfo.unwindinfo import X86_64_DWARF_REGS as _DWARF
 from ..errors import DebugInfoError, McktoolsError, UnreadableAddress
 from .rows import Row
 
@@ -38,9 +40,6 @@ USER_END = 0x0000800000000000
 #: struct thread; rsp0 = thread + 0x20000 (reference §7.1)
 THREAD_ALLOC = 0x20000
 
-# DWARF register numbers (x86_64 psABI) used by CFI rules
-_DWARF = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
-          "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")
 _CALLEE_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
          "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip")
@@ -93,7 +92,6 @@ class Unwinder:
     def __init__(self, t: Any, tables: Any = None):
         self.t = t
         if tables is None:
-            from ..debuginfo.unwindinfo import unwind_tables
             tables = unwind_tables(t.image)
         self.tables = tables
         self._text = [(s.vaddr, s.vaddr + s.memsz) for s in t.image.segments if s.flags & 1 and s.memsz]
@@ -244,7 +242,7 @@ class Unwinder:
 
     def _step_cfi(self, regs: dict, row: Any, stack: Optional[Tuple[int, int]]):
         cfa = regs[_DWARF[row.cfa_reg]] + row.cfa_offset
-        ra = row.rule(16)
+        ra = row.rule(RA_REGNO)
         if ra is None or ra[0] == "u":
             # The outermost frame as CFI sees it (entry code marks rip undefined, and so
             # does enter_user_mode, where a new thread "returns" to): an entry frame at
@@ -260,8 +258,8 @@ class Unwinder:
             name = _DWARF[regno]
             if kind == "o":
                 slot = cfa + arg
-                val = self._read(slot, stack, f"saved {name if regno != 16 else 'return address'}")
-                if regno == 16:
+                val = self._read(slot, stack, f"saved {name if regno != RA_REGNO else 'return address'}")
+                if regno == RA_REGNO:
                     ra_slot = slot
             elif kind == "v":
                 val = cfa + arg
