@@ -343,7 +343,7 @@ def _base(info: Any, start: str) -> Backtrace:
 
 def thread_backtrace(t: Any, info: Any, *, max_frames: int = MAX_FRAMES) -> Backtrace:
     """Backtrace of a thread (a threads.ThreadInfo)."""
-    from .registers import kernel_context, panic_registers, user_registers
+    from .registers import kernel_context, panic_registers
     uw = _unwinder(t)
     stack = stack_range(t, info)
     if info.row.current:
