@@ -5,8 +5,15 @@
 static unsigned long manifest_tick;
 static int manifest_done = 1;
 
-#define SPAWN(...) do { static const char *const a[] = { __VA_ARGS__ }; \
-	create_process("app", a, (int)(sizeof(a) / sizeof(a[0]))); } while (0)
+#define SPAWN(...) ({ static const char *const a[] = { __VA_ARGS__ }; \
+	create_process("app", a, (int)(sizeof(a) / sizeof(a[0]))); })
+
+/* Processes on a real node descend from one another (a job script starting its ranks);
+ * giving some of ours a parent makes PPID a fact the tools must really read. */
+static void set_parent(struct process *child, struct process *parent)
+{
+	child->ppid_parent = parent;
+}
 
 static const char *ncpu_str(int extra)
 {
@@ -27,20 +34,21 @@ void scenario_start(void)
 
 	if (!strncmp(scenario_name, "multi", 6)) {
 		const char *a0[] = { "/usr/bin/spinner", "spin", ncpu_str(1) };
-		create_process("app", a0, 3);
-		SPAWN("/opt/app/mapper", "mapper", "--ranges=24");
-		SPAWN("/usr/bin/zombie", "zombie");
-		SPAWN("/usr/bin/exiter", "exiter");
+		struct process *spinner = create_process("app", a0, 3);
+		struct process *mapper = SPAWN("/opt/app/mapper", "mapper", "--ranges=24");
+		set_parent(mapper, spinner);
+		set_parent(SPAWN("/usr/bin/zombie", "zombie"), mapper);
+		set_parent(SPAWN("/usr/bin/exiter", "exiter"), spinner);
 		SPAWN("/usr/bin/worker", "spin", "2");
 	} else if (!strncmp(scenario_name, "panic", 6)) {
-		SPAWN("/usr/bin/spinner", "spin", "2");
-		SPAWN("/opt/app/mapper", "mapper", "--ranges=24");
+		struct process *spinner = SPAWN("/usr/bin/spinner", "spin", "2");
+		set_parent(SPAWN("/opt/app/mapper", "mapper", "--ranges=24"), spinner);
 		SPAWN("/usr/bin/zombie", "zombie");
-		SPAWN("/usr/bin/panicker", "panic");
+		set_parent(SPAWN("/usr/bin/panicker", "panic"), spinner);
 	} else if (!strncmp(scenario_name, "live", 5)) {
 		const char *a0[] = { "/usr/bin/spinner", "spin", ncpu_str(0) };
-		create_process("app", a0, 3);
-		SPAWN("/usr/bin/worker", "spin", "2");
+		struct process *spinner = create_process("app", a0, 3);
+		set_parent(SPAWN("/usr/bin/worker", "spin", "2"), spinner);
 		SPAWN("/usr/bin/sleeper", "sleeper");
 	} else {
 		fatal("unknown scenario %s", scenario_name);
