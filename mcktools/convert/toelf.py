@@ -25,7 +25,8 @@ from ..memory.translate import (
     LINUX_PAGE_OFFSET_DEFAULT, MAP_FIXED_START, MAP_ST_START, MAP_VMAP_START, iter_mappings,
 )
 from .detect import MCK_NOTE_NAME
-from .output import Progress, SafeOutput
+from ..formats.safe_output import atomic_output
+from .output import Progress
 
 PAGE = 4096
 NT_PRSTATUS = 1
@@ -255,7 +256,7 @@ def _write(t: Any, out: str, *, threads: bool, force: bool, progress: Optional[P
     total = sum(s for _, s in chunks)
     prog = progress or Progress(total, "writing core")
     try:
-        with SafeOutput(out, force) as f:
+        with atomic_output(out, overwrite=force) as f:
             f.write(ehdr)
             f.write(b"".join(phdrs))
             f.write(notes)

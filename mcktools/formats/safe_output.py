@@ -10,6 +10,7 @@ even one that appears while we write (link(2) refuses existing names).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from typing import BinaryIO, Iterator
@@ -17,12 +18,29 @@ from typing import BinaryIO, Iterator
 from ..errors import OutputError
 
 
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
 def check_target(path: str, overwrite: bool) -> None:
-    """Refuse early (before any work) when the output cannot be written."""
+    """Refuse early (before any work) when the output cannot be written: it exists
+    (without `overwrite`), is a directory, or its folder is missing or read-only."""
     if os.path.isdir(path):
         raise OutputError(f"{path} is a directory")
     if not overwrite and os.path.lexists(path):
-        raise OutputError(f"{path} already exists (refusing to overwrite)")
+        raise OutputError(f"{path} already exists (use --force to replace it)")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"folder {folder} is not writable")
+
+
+def write_error(path: str, exc: OSError) -> OutputError:
+    """One line for a failed write, naming the usual cause."""
+    if exc.errno in _SPACE_ERRNOS:
+        return OutputError(f"cannot write {path}: {exc.strerror} (out of space or over the file-size "
+                           f"limit); nothing was left behind")
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager
@@ -43,9 +61,12 @@ def atomic_output(path: "str | os.PathLike[str]", *, overwrite: bool = False) ->
             os.fchmod(out.fileno(), 0o666 & ~_umask())
             os.fsync(out.fileno())
         _publish(tmp, path, overwrite)
+    except OutputError:
+        _unlink_quietly(tmp)
+        raise
     except OSError as exc:
         _unlink_quietly(tmp)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise write_error(path, exc) from None
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -64,11 +85,11 @@ def _publish(tmp: str, path: str, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputError(f"{path} already exists (refusing to overwrite)") from None
+        raise OutputError(f"{path} already exists (use --force to replace it)") from None
     except OSError:
         # File systems without hard links: check-then-rename is the best we can do.
         if os.path.lexists(path):
-            raise OutputError(f"{path} already exists (refusing to overwrite)") from None
+            raise OutputError(f"{path} already exists (use --force to replace it)") from None
         os.replace(tmp, path)
         return
     os.unlink(tmp)
