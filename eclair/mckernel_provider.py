@@ -50,14 +50,11 @@ from mcktools.debuginfo.types import StructType, strip_typedefs
 from mcktools.errors import CorruptStructure, DebugInfoError, McktoolsError, UnreadableAddress
 from mcktools.memory.translate import USER_END, VirtualMemory
 from mcktools.model.processes import page_table_va
+from mcktools.model.registers import panic_registers, panicked_cpus
 
 from .provider import CPU_TID_BASE, ProviderBase, ProviderOptions, ThreadInfo
-from .regsets import PANIC_REGS_SIZE, panic_registers, switched_out_registers
+from .regsets import switched_out_registers
 from .threadlist import IDLE_TID_BASE, choose_stop_thread, gdb_threads
-
-#: panic_regs offset in struct x86_cpu_local_variables when the image has no
-#: DWARF for it (ABI reference §7.3)
-PANIC_REGS_OFFSET = 288
 
 #: the monitor commands that are mcinspect subcommands
 MCINSPECT_COMMANDS = ("ps", "mem", "vtop", "kmsg", "info")
@@ -139,21 +136,7 @@ class McKernelProvider(ProviderBase):
         """CPUs the kernel says panicked: `panic_cpu` (when the image has it)
         and CPUs whose cpu_local_var has `panic_regs_saved` set."""
         if self._panicked is None:
-            found = set()
-            try:
-                v = int(self.t.variable("panic_cpu"))
-                if v >= 0:
-                    found.add(v)
-            except (DebugInfoError, UnreadableAddress):
-                pass
-            for c in self.t.cpus():
-                clv = self.t.object(c.clv, "struct cpu_local_var")
-                try:
-                    if clv.has_member_("panic_regs_saved") and int(clv.panic_regs_saved):
-                        found.add(c.id)
-                except UnreadableAddress:
-                    pass
-            self._panicked = sorted(found)
+            self._panicked = sorted(panicked_cpus(self.t))
         return self._panicked
 
     def stop_thread(self) -> Optional[int]:
@@ -167,30 +150,9 @@ class McKernelProvider(ProviderBase):
 
     # -------------------------------------------------------------- registers
 
-    def _locals_area(self, cpu: int) -> int:
-        """VA of CPU `cpu`'s struct x86_cpu_local_variables (`locals` + cpu * span)."""
-        base = int(self.t.variable("locals"))
-        if not base:
-            raise CorruptStructure("locals is NULL: the per-CPU areas were not set up")
-        span = int(self.t.variable("x86_cpu_local_variables_span"))
-        if not span:
-            span = self.t.sizeof("struct x86_cpu_local_variables")
-        return base + cpu * span
-
     def cpu_registers(self, cpu: int) -> Dict[str, Optional[int]]:
         """A CPU's panic_regs; all unavailable when the dump NMI never filled them."""
-        try:
-            off = self.t.offsetof("struct x86_cpu_local_variables", "panic_regs")
-        except DebugInfoError:
-            off = PANIC_REGS_OFFSET
-        raw = self.t.read(self._locals_area(cpu) + off, PANIC_REGS_SIZE)
-        if not any(raw):
-            return {}
-        try:
-            eum = self.t.symbol("enter_user_mode")
-        except DebugInfoError:
-            eum = None
-        return panic_registers(raw, enter_user_mode=eum)
+        return panic_registers(self.t, cpu, require_paniced=False) or {}
 
     def context_registers(self, thread_addr: int) -> Dict[str, Optional[int]]:
         """A switched-out thread's saved ctx (struct x86_kregs, members by DWARF)."""

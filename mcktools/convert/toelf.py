@@ -24,6 +24,7 @@ from ..formats import elf64
 from ..memory.translate import (
     LINUX_PAGE_OFFSET_DEFAULT, MAP_FIXED_START, MAP_ST_START, MAP_VMAP_START, iter_mappings,
 )
+from ..model.registers import core_cpu_registers, panicked_cpus
 from .detect import MCK_NOTE_NAME
 from ..formats.safe_output import atomic_output
 from .output import Progress
@@ -37,12 +38,6 @@ PRSTATUS_SIZE = 336
 USER_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
              "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
              "ds", "es", "fs", "gs")
-#: panic_regs: 17 qwords in GDB amd64 order, then 7 dwords (reference §7.3)
-PANIC_QWORDS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
-                "r12", "r13", "r14", "r15", "rip")
-PANIC_DWORDS = ("eflags", "cs", "ss", "ds", "es", "fs", "gs")
-PANIC_REGS_OFFSET = 288          # reference §6.8, used when DWARF lacks the struct
-LOCALS_SPAN_DEFAULT = 4 * 4096
 COPY_BLOCK = 1 << 20
 SIGSEGV = 11
 
@@ -83,48 +78,6 @@ def note_bytes(name: str, ntype: int, desc: bytes) -> bytes:
     nb = name.encode() + b"\0"
     return (struct.pack("<III", len(nb), len(desc), ntype) + nb + bytes(-len(nb) % 4)
             + desc + bytes(-len(desc) % 4))
-
-
-def decode_panic_regs(raw: bytes) -> dict:
-    regs = dict(zip(PANIC_QWORDS, struct.unpack_from("<17Q", raw, 0)))
-    regs.update(zip(PANIC_DWORDS, struct.unpack_from("<7I", raw, 17 * 8)))
-    return regs
-
-
-def cpu_registers(t: Any, warnings: list) -> list:
-    """(cpu, regs) from every CPU's panic_regs."""
-    from ..model.cpus import num_cpus
-    n = num_cpus(t)
-    try:
-        base = int(t.variable("locals"))
-    except DebugInfoError as exc:
-        warnings.append(f"no per-CPU registers: {exc}")
-        return []
-    try:
-        span = int(t.variable("x86_cpu_local_variables_span")) or LOCALS_SPAN_DEFAULT
-    except DebugInfoError:
-        span = LOCALS_SPAN_DEFAULT
-    try:
-        off = t.offsetof("struct x86_cpu_local_variables", "panic_regs")
-    except DebugInfoError:
-        off = PANIC_REGS_OFFSET
-    out = []
-    for cpu in range(n):
-        try:
-            raw = t.read(base + cpu * span + off, 17 * 8 + 7 * 4)
-        except UnreadableAddress as exc:
-            warnings.append(f"CPU {cpu}: panic_regs not in the dump ({exc})")
-            continue
-        out.append((cpu, decode_panic_regs(raw)))
-    return out
-
-
-def panicking_cpu(t: Any) -> Optional[int]:
-    try:
-        v = int(t.variable("panic_cpu"))
-    except (DebugInfoError, UnreadableAddress):
-        return None
-    return v if v >= 0 else None
 
 
 def thread_registers(t: Any, warnings: list) -> list:
@@ -212,8 +165,9 @@ def _write(t: Any, out: str, *, threads: bool, force: bool, progress: Optional[P
     if not chunks:
         raise McktoolsError(f"{t.description} holds no memory")
 
-    regs = cpu_registers(t, res.warnings)
-    first = panicking_cpu(t)
+    regs = core_cpu_registers(t, res.warnings)
+    panicked = panicked_cpus(t)
+    first = panicked[0] if panicked else None
     regs.sort(key=lambda cr: (cr[0] != first, cr[0]))
     used = set()
     for cpu, r in regs:

@@ -16,14 +16,19 @@ kernel stored placeholders rather than register values the dicts say None
 entry code never fills, and for an NMI taken in user mode the kernel writes 0
 for rax, rcx, rdx and r8-r11 (reference §7.3).  The byte-level decoders
 (`decode_panic_regs`, `kregs_registers`) are shared with eclair (eclair.regsets).
+
+This module is also the one place that finds a CPU's saved registers
+(`panic_registers`, locals + cpu * span) and which CPUs panicked
+(`panicked_cpus`) for every frontend: mcinspect, eclair's provider and
+`mcdump to-elf` (`core_cpu_registers`, registers as plain ints).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..errors import DebugInfoError, UnreadableAddress
+from ..errors import CorruptStructure, DebugInfoError, UnreadableAddress
 from .objects import Object
 
 GDB_REGS64 = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
@@ -99,24 +104,115 @@ def return_address(t: Any, thread: Object) -> Optional[int]:
         return None
 
 
-def locals_of(t: Any, cpu: int) -> Object:
-    """The CPU's `struct x86_cpu_local_variables` (locals + cpu * span)."""
-    base = int(t.variable("locals"))
+#: x86_cpu_local_variables_span when the image lacks the symbol (or it reads 0):
+#: LOCALS_SPAN = 4 pages, what McKernel's x86_64 build sets (reference §5)
+LOCALS_SPAN_DEFAULT = 4 * 4096
+#: offsetof(struct x86_cpu_local_variables, panic_regs) without DWARF (reference §6.8)
+PANIC_REGS_OFFSET = 288
+
+
+def locals_span(t: Any) -> int:
+    """Stride between the CPUs' `struct x86_cpu_local_variables`."""
     try:
-        span = int(t.variable("x86_cpu_local_variables_span"))
+        return int(t.variable("x86_cpu_local_variables_span")) or LOCALS_SPAN_DEFAULT
     except DebugInfoError:
-        span = 4096          # what eclair assumes without the symbol (reference §5)
-    return t.object(base + cpu * span, "struct x86_cpu_local_variables")
+        return LOCALS_SPAN_DEFAULT
 
 
-def panic_registers(t: Any, cpu: int) -> Optional[dict]:
-    """The registers the dump NMI (or a kernel fault) saved on `cpu`, or None if
-    the CPU had not saved any (`paniced` clear)."""
-    loc = locals_of(t, cpu)
-    if not int(loc.paniced):
+def locals_address(t: Any, cpu: int) -> int:
+    """VA of the CPU's `struct x86_cpu_local_variables` (locals + cpu * span)."""
+    base = int(t.variable("locals"))
+    if not base:
+        # an UnreadableAddress (not CorruptStructure) so that callers which
+        # already cope with an unreadable area cope with this too
+        raise UnreadableAddress(cpu * locals_span(t), "locals is NULL: the per-CPU areas were not set up",
+                                physical=False)
+    return base + cpu * locals_span(t)
+
+
+def locals_of(t: Any, cpu: int) -> Object:
+    """The CPU's `struct x86_cpu_local_variables`."""
+    return t.object(locals_address(t, cpu), "struct x86_cpu_local_variables")
+
+
+def panic_regs_address(t: Any, cpu: int) -> int:
+    """VA of the CPU's `panic_regs` (the fixed offset when DWARF lacks the struct)."""
+    try:
+        off = t.offsetof("struct x86_cpu_local_variables", "panic_regs")
+    except DebugInfoError:
+        off = PANIC_REGS_OFFSET
+    return locals_address(t, cpu) + off
+
+
+def panic_registers(t: Any, cpu: int, *, require_paniced: bool = True) -> Optional[dict]:
+    """The registers the dump NMI (or a kernel fault) saved on `cpu`.
+
+    None when the CPU saved none: with `require_paniced` (the default) that is
+    `paniced` clear; without it (no DWARF needed) an all-zero area, which the
+    kernel never filled - a resumed kernel clears `paniced` but keeps the
+    registers, so eclair still shows them."""
+    if require_paniced and not int(locals_of(t, cpu).paniced):
         return None
-    raw = t.read(loc.panic_regs.address_, PANIC_REGS_SIZE)
+    raw = t.read(panic_regs_address(t, cpu), PANIC_REGS_SIZE)
+    if not require_paniced and not any(raw):
+        return None
     return decode_panic_regs(raw, enter_user_mode=_symbol_or_none(t, "enter_user_mode"))
+
+
+def integer_registers(regs: Optional[Mapping[str, Optional[int]]]) -> Dict[str, int]:
+    """Every GDB register as an int, unavailable ones (None, or no set) as 0: for
+    formats that cannot say "unavailable", such as an ELF core's NT_PRSTATUS."""
+    regs = regs or {}
+    return {name: regs.get(name) or 0 for name in GDB_REGS}
+
+
+def core_cpu_registers(t: Any, warnings: List[str]) -> List[Tuple[int, Dict[str, int]]]:
+    """(cpu, registers as ints) for every CPU, whether or not it saved any (to-elf
+    writes one NT_PRSTATUS per CPU).  Missing symbols or unreadable areas become
+    `warnings` rather than errors: a core without registers is still useful."""
+    from .cpus import num_cpus
+    n = num_cpus(t)
+    try:
+        locals_address(t, 0)
+    except (DebugInfoError, UnreadableAddress) as exc:
+        warnings.append(f"no per-CPU registers: {exc}")
+        return []
+    out = []
+    for cpu in range(n):
+        try:
+            regs = panic_registers(t, cpu, require_paniced=False)
+        except UnreadableAddress as exc:
+            warnings.append(f"CPU {cpu}: panic_regs not in the dump ({exc})")
+            continue
+        out.append((cpu, integer_registers(regs)))
+    return out
+
+
+def panicked_cpus(t: Any) -> List[int]:
+    """CPUs the kernel says panicked: `panic_cpu` first (when the image has it and
+    it is set), then, ascending, CPUs whose cpu_local_var has `panic_regs_saved`
+    set.  Empty when the dump holds no such evidence."""
+    found: List[int] = []
+    try:
+        v = int(t.variable("panic_cpu"))
+        if v >= 0:
+            found.append(v)
+    except (DebugInfoError, UnreadableAddress):
+        pass
+    try:
+        cpus = t.cpus()
+    except (DebugInfoError, CorruptStructure, UnreadableAddress):
+        cpus = []              # no CPU table (e.g. no DWARF): panic_cpu is all we know
+    for c in cpus:
+        if c.id in found:
+            continue
+        clv = t.object(c.clv, "struct cpu_local_var")
+        try:
+            if clv.has_member_("panic_regs_saved") and int(clv.panic_regs_saved):
+                found.append(c.id)
+        except UnreadableAddress:
+            pass
+    return found
 
 
 def user_registers(t: Any, thread: Object) -> Optional[dict]:
