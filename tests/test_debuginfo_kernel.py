@@ -1,5 +1,5 @@
-"""The reference kernel image (kernel/build/mckernel.img), when it has been built:
-McKernel's key structures against drgn, and the image's own debug_constants
+"""The reference kernel image (kernel/build/mckernel.img, built by the conftest's
+`kernel_image` fixture when missing): McKernel's key structures against drgn, and the image's own debug_constants
 table (offsets computed by the C compiler) against our DWARF offsets."""
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from mcktools.debuginfo import Image
 
 from .test_debuginfo_support import compare_types, drgn_program, have_tools, nm_symbols, readelf_build_id
 
-KERNEL = Path(__file__).resolve().parents[1] / "kernel" / "build" / "mckernel.img"
-
 pytestmark = [
-    pytest.mark.skipif(not KERNEL.exists(), reason=f"{KERNEL} not built (run `make -C kernel`)"),
     pytest.mark.skipif(not have_tools(), reason="gcc/nm/readelf not installed"),
 ]
 
@@ -27,7 +24,12 @@ SYMBOLS = ["clv", "locals", "num_processors", "mck_num_processors", "x86_cpu_loc
 
 
 @pytest.fixture(scope="module")
-def kernel():
+def KERNEL(kernel_image) -> Path:
+    return kernel_image
+
+
+@pytest.fixture(scope="module")
+def kernel(KERNEL):
     image = Image.open(KERNEL, use_cache=False)
     yield image, drgn_program(KERNEL)
     image.close()
@@ -53,7 +55,7 @@ def test_debug_constants_table(kernel):
     assert table == ours
 
 
-def test_key_symbols_match_nm(kernel):
+def test_key_symbols_match_nm(kernel, KERNEL):
     image, _prog = kernel
     ref = nm_symbols(KERNEL)
     for name in SYMBOLS:
@@ -77,6 +79,6 @@ def test_variables_match_drgn(kernel):
         compare_types(var.type, ref.type_, name)
 
 
-def test_build_id(kernel):
+def test_build_id(kernel, KERNEL):
     image, _prog = kernel
     assert image.build_id == readelf_build_id(KERNEL)
