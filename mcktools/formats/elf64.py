@@ -1,10 +1,11 @@
-"""ELF64 little-endian structures shared by the mcdump and ELF-core readers/writers.
+"""ELF64 little-endian structures: the one ELF reading layer of mcktools.
 
-Only what the dump formats need: the file header, section headers, program
-headers and note headers.  The schemas are `construct` definitions; the bulk
-section-table parser uses an equivalent `struct` format because an mcdump can
-hold 70 000+ section headers and per-record construct parsing would take
-seconds.  The construct schemas are built on first use (module __getattr__),
+The dump formats (mcdump, ELF cores, vmcores) and the kernel-image view in
+debuginfo.elffile all parse through here: the file header, section headers
+(with extended numbering), program headers, notes and symbol table entries.
+The schemas are `construct` definitions; the bulk section-table parser uses
+an equivalent `struct` format because an mcdump can hold 70 000+ section
+headers and per-record construct parsing would take seconds.  The construct schemas are built on first use (module __getattr__),
 where their equivalence with the `struct` formats is checked: importing
 construct costs ~40 ms, more than a whole `mcps` run may spend on imports, and
 readers only need the `struct` formats.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..errors import FormatError
 
@@ -31,11 +32,18 @@ EM_X86_64 = 62
 
 SHT_NULL = 0
 SHT_PROGBITS = 1
+SHT_SYMTAB = 2
 SHT_STRTAB = 3
+SHT_NOTE = 7
 SHT_NOBITS = 8
+SHT_DYNSYM = 11
 
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
+SHF_COMPRESSED = 0x800
+
+ELFCOMPRESS_ZLIB = 1
+NT_GNU_BUILD_ID = 3
 
 PT_LOAD = 1
 PT_NOTE = 4
@@ -129,6 +137,9 @@ def __getattr__(name: str):
 SHDR_STRUCT = struct.Struct("<IIQQQQIIQQ")
 PHDR_STRUCT = struct.Struct("<IIQQQQQQ")
 EHDR_STRUCT = struct.Struct("<4sBBBBB7xHHIQQQIHHHHHH")
+SYM_STRUCT = struct.Struct("<IBBHQQ")  # Elf64_Sym: name, info, other, shndx, value, size
+CHDR_STRUCT = struct.Struct("<IIQQ")  # Elf64_Chdr: type, reserved, size, addralign
+NHDR_STRUCT = struct.Struct("<III")  # Elf64_Nhdr: namesz, descsz, type
 _EHDR_FIELDS = ("ei_magic", "ei_class", "ei_data", "ei_version", "ei_osabi", "ei_abiversion", "e_type",
                 "e_machine", "e_version", "e_entry", "e_phoff", "e_shoff", "e_flags", "e_ehsize",
                 "e_phentsize", "e_phnum", "e_shentsize", "e_shnum", "e_shstrndx")
@@ -300,27 +311,53 @@ class Note:
     offset: Optional[int] = None  # file offset of the descriptor, when known
 
 
-def parse_notes(data: bytes, align: int = 4, base_offset: int | None = None, what: str = "note segment") -> list[Note]:
-    """Split a PT_NOTE / SHT_NOTE payload into notes.  ELF64 cores written by
-    Linux, gdb and QEMU pad name and descriptor to 4 bytes, not 8."""
-    notes = []
+def iter_notes(data, align: int = 4, base_offset: int | None = None, what: str = "note segment",
+               strict: bool = True) -> Iterator[Note]:
+    """Walk a PT_NOTE / SHT_NOTE payload note by note.  ELF64 cores written by
+    Linux, gdb and QEMU pad name and descriptor to 4 bytes, not 8.  With
+    strict=False a note that does not fit ends the walk instead of raising
+    (a kernel image with a damaged note is still worth opening)."""
     pos = 0
     n = len(data)
     while pos < n:
         if n - pos < 12:
             # Trailing padding shorter than a header is tolerated only if it is zeros.
-            if any(data[pos:]):
+            if strict and any(data[pos:]):
                 raise FormatError(f"{what}: truncated note header at offset {pos:#x}")
-            break
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+            return
+        namesz, descsz, ntype = NHDR_STRUCT.unpack_from(data, pos)
         name_start = pos + 12
         desc_start = name_start + align_up(namesz, align)
         desc_end = desc_start + descsz
         if desc_end > n or name_start + namesz > n:
+            if not strict:
+                return
             raise FormatError(f"{what}: note at offset {pos:#x} (name {namesz} bytes, desc {descsz} bytes) "
                               f"runs past the end of the segment ({n:#x} bytes)")
         name = bytes(data[name_start:name_start + namesz]).rstrip(b"\0").decode("latin-1")
         desc = bytes(data[desc_start:desc_end])
-        notes.append(Note(name, ntype, desc, None if base_offset is None else base_offset + desc_start))
+        yield Note(name, ntype, desc, None if base_offset is None else base_offset + desc_start)
         pos = align_up(desc_end, align)
-    return notes
+
+
+def parse_notes(data: bytes, align: int = 4, base_offset: int | None = None, what: str = "note segment") -> list[Note]:
+    """All notes of a PT_NOTE / SHT_NOTE payload; FormatError on a truncated one."""
+    return list(iter_notes(data, align, base_offset, what))
+
+
+def iter_symbols(buf, table: SectionHeader,
+                 strtab: SectionHeader) -> Iterator[tuple[Optional[str], int, int, int, int, int]]:
+    """(name, value, size, info, other, shndx) for every Elf64_Sym of a
+    SHT_SYMTAB / SHT_DYNSYM section; `strtab` is the section its sh_link
+    names.  name is None for an unnamed entry (st_name 0); names are decoded
+    leniently (UTF-8, bad bytes replaced) because odd symbol tables should
+    not stop an image from opening."""
+    names = bytes(buf[strtab.offset:strtab.offset + strtab.size])
+    raw = bytes(buf[table.offset:table.offset + table.size - table.size % SYM_STRUCT.size])
+    for (nm, info, other, shndx, value, size) in SYM_STRUCT.iter_unpack(raw):
+        if nm:
+            end = names.find(b"\0", nm)
+            name = names[nm:end if end >= 0 else None].decode("utf-8", "replace")
+        else:
+            name = None
+        yield name, value, size, info, other, shndx
