@@ -9,7 +9,6 @@ hands out the missing bytes as zeros: see `ElfCore.read_segment`).
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from ..errors import FormatError, OutputError
 from . import elf64
 from .elf64 import Note
+from .mapped import MappedFile, map_file
 from .safe_output import atomic_output, check_target
 
 # Linux "physical address unknown" marker used in some vmcore segments.
@@ -42,7 +42,7 @@ class LoadSegment:
         return self.filesz < self.memsz
 
 
-class ElfCore:
+class ElfCore(MappedFile):
     """An opened ELF core; use `ElfCore.open(path)` (context manager)."""
 
     def __init__(self, path: str, fileobj, mm, hdr, phdrs):
@@ -76,14 +76,7 @@ class ElfCore:
     @classmethod
     def open(cls, path: "str | os.PathLike[str]") -> "ElfCore":
         path = os.fspath(path)
-        f = open(path, "rb")
-        try:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise FormatError(f"{path}: empty file, not an ELF core")
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except BaseException:
-            f.close()
-            raise
+        f, mm = map_file(path, "an ELF core")
         try:
             hdr = elf64.parse_ehdr(mm, path)
             if hdr.e_type != elf64.ET_CORE:
@@ -94,20 +87,6 @@ class ElfCore:
             mm.close()
             f.close()
             raise
-
-    def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> "ElfCore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def read_segment(self, seg: LoadSegment, offset: int, size: int) -> bytes:
         """Bytes stored for `seg` at `offset`; the range must lie in the stored

@@ -10,7 +10,6 @@ streams (makedumpfile -F) are read through `flattened.FlattenedView`.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import zlib
@@ -21,6 +20,7 @@ from typing import Optional
 from ..errors import FormatError
 from . import elf64
 from .flattened import FlattenedView, is_flattened
+from .mapped import MappedFile, map_file
 
 SIGNATURE = b"KDUMP   "
 # struct disk_dump_header on LP64: signature, header_version, new_utsname
@@ -41,28 +41,13 @@ DUMP_DH_COMPRESSED_ZSTD = 0x20
 RANK_BLOCK = 4096                     # bitmap bytes per prefix-popcount entry
 
 
-class _MmapBlob:
+class _MmapBlob(MappedFile):
     def __init__(self, path: str):
-        self._file = open(path, "rb")
-        try:
-            if os.fstat(self._file.fileno()).st_size == 0:
-                raise FormatError(f"{path}: empty file")
-            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        except BaseException:
-            self._file.close()
-            raise
+        self._file, self._mm = map_file(path, "a kdump file")
         self.size = len(self._mm)
 
     def pread(self, offset: int, size: int) -> bytes:
         return self._mm[offset:offset + size]
-
-    def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ This module knows bytes only: what a chunk *means* is the sources' business.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from ..errors import FormatError, OutputError
 from . import elf64
 from .elf64 import SectionHeader
+from .mapped import MappedFile, map_file
 from .safe_output import atomic_output, check_target
 
 PHYSCHUNKS = "physchunks"
@@ -53,7 +53,7 @@ class DumpChunk:
         return self.addr + self.size
 
 
-class McDump:
+class McDump(MappedFile):
     """An opened mcdump file.  Use `McDump.open(path)`, ideally as a context manager."""
 
     def __init__(self, path: str, fileobj, mm, sections: list[SectionHeader]):
@@ -72,15 +72,7 @@ class McDump:
     @classmethod
     def open(cls, path: "str | os.PathLike[str]") -> "McDump":
         path = os.fspath(path)
-        f = open(path, "rb")
-        try:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                raise FormatError(f"{path}: empty file, not an mcdump")
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except BaseException:
-            f.close()
-            raise
+        f, mm = map_file(path, "an mcdump")
         try:
             hdr = elf64.parse_ehdr(mm, path)
             sections = elf64.read_section_headers(mm, hdr, path)
@@ -89,20 +81,6 @@ class McDump:
             mm.close()
             f.close()
             raise
-
-    def close(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> "McDump":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"McDump({self.path!r}, chunks={len(self.chunks)}, interactive={self.interactive})"
