@@ -17,6 +17,7 @@ import os
 import struct
 
 from ..errors import FormatError
+from .intervals import merge_in, uncovered
 from .safe_output import atomic_output, check_target
 
 SIGNATURE = b"makedumpfile"
@@ -85,9 +86,9 @@ class FlattenedView:
         pieces: list[tuple[int, int, int]] = []      # (start, end, src position of start)
         covered: list[tuple[int, int]] = []
         for offset, size, src in reversed(records):
-            for s, e in _uncovered(covered, offset, offset + size):
+            for s, e in uncovered(covered, offset, offset + size):
                 pieces.append((s, e, src + (s - offset)))
-            covered = _merge_in(covered, offset, offset + size)
+            covered = merge_in(covered, offset, offset + size)
         pieces.sort()
         self._pieces = pieces
         self._starts = [p[0] for p in pieces]
@@ -149,41 +150,3 @@ def rearrange_flattened(src: "str | os.PathLike[str]", dst: "str | os.PathLike[s
                     size = max(size, offset + length)
                 out.truncate(size)
     return size
-
-
-def _uncovered(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    out = []
-    pos = start
-    i = max(bisect.bisect_right(covered, (start, float("inf"))) - 1, 0)
-    while pos < end and i < len(covered):
-        s, e = covered[i]
-        if e <= pos:
-            i += 1
-            continue
-        if s >= end:
-            break
-        if s > pos:
-            out.append((pos, s))
-        pos = max(pos, e)
-        i += 1
-    if pos < end:
-        out.append((pos, end))
-    return out
-
-
-def _merge_in(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Insert [start, end) into the sorted, merged list (in place, bisect-based:
-    streams have thousands of records)."""
-    if end <= start:
-        return covered
-    lo = bisect.bisect_left(covered, (start, start))
-    if lo > 0 and covered[lo - 1][1] >= start:
-        lo -= 1
-    hi = lo
-    while hi < len(covered) and covered[hi][0] <= end:
-        hi += 1
-    if hi > lo:
-        start = min(start, covered[lo][0])
-        end = max(end, covered[hi - 1][1])
-    covered[lo:hi] = [(start, end)]
-    return covered

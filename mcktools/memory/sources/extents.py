@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from ...errors import ExcludedAddress, UnreadableAddress
+from ...formats.intervals import merge_in, uncovered
 from .base import PhysRange, merge_ranges
 
 ReadFn = Callable[[int, int], bytes]  # (paddr, size) -> bytes, absolute address
@@ -48,13 +49,13 @@ class ExtentMap:
         placed: list[Extent] = []
         covered: list[tuple[int, int]] = []   # sorted, merged
         for ext in data:
-            for s, e in _subtract(covered, ext.start, ext.end):
+            for s, e in uncovered(covered, ext.start, ext.end):
                 placed.append(Extent(s, e, ext.read))
-            covered = _add(covered, ext.start, ext.end)
+            covered = merge_in(covered, ext.start, ext.end)
         for start, end in excluded:
-            for s, e in _subtract(covered, start, end):
+            for s, e in uncovered(covered, start, end):
                 placed.append(Extent(s, e, None))
-            covered = _add(covered, start, end)
+            covered = merge_in(covered, start, end)
         placed.sort(key=lambda x: x.start)
         self.extents = placed
         self._starts = [x.start for x in placed]
@@ -90,43 +91,3 @@ class ExtentMap:
             pos += n
             i += 1
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
-def _subtract(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Parts of [start, end) not in the sorted, merged `covered` list."""
-    out = []
-    i = max(bisect.bisect_right(covered, (start, float("inf"))) - 1, 0)
-    pos = start
-    while pos < end and i < len(covered):
-        s, e = covered[i]
-        if e <= pos:
-            i += 1
-            continue
-        if s >= end:
-            break
-        if s > pos:
-            out.append((pos, s))
-        pos = max(pos, e)
-        i += 1
-    if pos < end:
-        out.append((pos, end))
-    return out
-
-
-def _add(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """Insert [start, end) into a sorted, merged list, keeping it merged."""
-    if end <= start:
-        return covered
-    # Fast path for inputs arriving in address order (the common case).
-    if not covered or covered[-1][0] <= start:
-        if covered and start <= covered[-1][1]:
-            covered[-1] = (covered[-1][0], max(covered[-1][1], end))
-        else:
-            covered.append((start, end))
-        return covered
-    merged = [(s, e) for s, e in covered if e < start or s > end]
-    lo = min([start] + [s for s, e in covered if not (e < start or s > end)])
-    hi = max([end] + [e for s, e in covered if not (e < start or s > end)])
-    merged.append((lo, hi))
-    merged.sort()
-    return merged
